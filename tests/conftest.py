@@ -1,0 +1,54 @@
+"""Shared test set-up: real FiftyOne on the local MongoDB, in a database of its own."""
+
+import os
+import uuid
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLUGINS_DIR = os.path.join(REPO_ROOT, ".plugins")
+
+# Must happen before fiftyone is imported: FiftyOne reads its config at import time
+os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+os.environ.setdefault("FIFTYONE_DATABASE_NAME", "siamese_quality_tests")
+os.environ["FIFTYONE_PLUGINS_DIR"] = PLUGINS_DIR
+os.makedirs(PLUGINS_DIR, exist_ok=True)
+if not os.path.exists(os.path.join(PLUGINS_DIR, "siamese_quality")):
+    os.symlink(REPO_ROOT, os.path.join(PLUGINS_DIR, "siamese_quality"))
+
+import fiftyone as fo  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def unique_name(prefix: str = "sq-test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def dataset_factory():
+    """Creates datasets with unique names and deletes them after the test."""
+    created = []
+
+    def make(persistent: bool = False) -> fo.Dataset:
+        ds = fo.Dataset(unique_name(), persistent=persistent)
+        created.append(ds.name)
+        return ds
+
+    yield make
+    for name in created:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def write_generated_images(folder, count: int, size=(96, 64), seed: int = 0) -> list[str]:
+    """Writes ``count`` smooth random RGB images (JPEG) and returns their paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        coarse = rng.integers(0, 256, size=(size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize(size, Image.BICUBIC)
+        path = os.path.join(str(folder), f"generated_{i:03d}.jpg")
+        image.save(path, quality=95)
+        paths.append(path)
+    return paths

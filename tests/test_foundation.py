@@ -1,0 +1,59 @@
+"""Set-up essentials: local MongoDB round trip, the demo dataset, an installable wheel."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import fiftyone as fo
+import pytest
+from conftest import REPO_ROOT, unique_name, write_generated_images
+
+from siamese_quality import demo
+
+
+def test_dataset_round_trip_with_set_values(dataset_factory, tmp_path):
+    paths = write_generated_images(tmp_path, 5)
+    ds = dataset_factory()
+    ds.add_samples([fo.Sample(filepath=p) for p in paths])
+    ids = ds.values("id")
+    scores = {sid: float(i) / 2 for i, sid in enumerate(ids)}
+    ds.set_values("blur", scores, key_field="id")
+
+    reloaded = fo.load_dataset(ds.name)
+    assert reloaded.get_field("blur").__class__.__name__ == "FloatField"
+    assert dict(zip(*reloaded.values(["id", "blur"]), strict=True)) == scores
+    assert reloaded.match(fo.ViewField("blur") > 1).count() == 2
+
+
+def test_demo_dataset_is_built_from_skimage_photos_and_reused(tmp_path):
+    name = unique_name("sq-demo")
+    try:
+        ds = demo.build_demo_dataset(str(tmp_path / "photos"), name)
+        assert ds.persistent
+        assert len(ds) == len(demo.SKIMAGE_COLOR_PHOTOS)
+        assert all(os.path.isfile(p) for p in ds.values("filepath"))
+        assert min(ds.values("metadata.width")) >= 300
+
+        ds.set_values("note", ["kept"] * len(ds))
+        again = demo.build_demo_dataset(str(tmp_path / "photos"), name)
+        assert again.values("note") == ["kept"] * len(ds)
+
+        with pytest.raises(ValueError, match="already exists with other images"):
+            demo.build_demo_dataset(str(tmp_path / "other"), name)
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def test_package_builds_as_a_wheel_with_the_app_modules(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), REPO_ROOT],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = [f for f in os.listdir(tmp_path) if f.endswith(".whl")]
+    names = zipfile.ZipFile(tmp_path / wheel).namelist()
+    assert "siamese_quality/app/operators.py" in names
+    assert not any(n.startswith("tests/") for n in names)

@@ -1,0 +1,102 @@
+"""The plugin is discoverable, registers exactly what fiftyone.yml names, and loads cleanly."""
+
+import os
+import subprocess
+import sys
+
+import fiftyone.operators as foo
+import fiftyone.plugins as fop
+import yaml
+from conftest import PLUGINS_DIR, REPO_ROOT
+
+import siamese_quality
+from siamese_quality.app import OPERATORS, PANELS
+
+
+def _manifest() -> dict:
+    with open(os.path.join(REPO_ROOT, "fiftyone.yml")) as f:
+        return yaml.safe_load(f)
+
+
+def _our_registered():
+    registry = foo.OperatorRegistry()
+    ours = [op for op in registry.list_operators() if op.plugin_name == siamese_quality.PLUGIN_NAME]
+    return registry, ours
+
+
+def test_fiftyone_discovers_the_plugin_in_the_project_plugins_dir():
+    found = {p.name: p for p in fop.list_plugins()}
+    assert siamese_quality.PLUGIN_NAME in found
+    plugin = found[siamese_quality.PLUGIN_NAME]
+    assert os.path.realpath(plugin.directory) == os.path.realpath(REPO_ROOT)
+    assert plugin.directory.startswith(PLUGINS_DIR)
+
+
+def test_manifest_matches_the_package():
+    manifest = _manifest()
+    assert manifest["name"] == siamese_quality.PLUGIN_NAME
+    assert manifest["version"] == siamese_quality.__version__
+
+
+def test_registered_operators_and_panels_are_exactly_those_in_the_manifest():
+    manifest = _manifest()
+    registry, ours = _our_registered()
+    assert registry.list_errors() == []
+
+    registered_panels = {op.name for op in ours if isinstance(op, foo.Panel)}
+    registered_operators = {op.name for op in ours if not isinstance(op, foo.Panel)}
+    assert registered_operators == set(manifest["operators"])
+    assert registered_panels == set(manifest.get("panels") or [])
+    # FiftyOne silently skips classes missing from the manifest: compare with the code too
+    assert {cls().config.name for cls in OPERATORS} == set(manifest["operators"])
+    assert {cls().config.name for cls in PANELS} == set(manifest.get("panels") or [])
+    assert registered_operators, "the plugin registers no operators"
+
+
+def test_loading_the_plugin_does_not_import_torch():
+    # FiftyOne re-imports the plugin entry for every registry; it must stay light
+    code = (
+        "import sys, fiftyone.operators as foo\n"
+        "registry = foo.OperatorRegistry()\n"
+        "assert not registry.list_errors(), registry.list_errors()\n"
+        f"assert any(op.plugin_name == {siamese_quality.PLUGIN_NAME!r} "
+        "for op in registry.list_operators())\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=os.environ.copy(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_sort_by_quality_operator_sets_a_sorted_view(dataset_factory, tmp_path):
+    import fiftyone as fo
+    from conftest import write_generated_images
+
+    ds = dataset_factory()
+    paths = write_generated_images(tmp_path, 4)
+    ds.add_samples([fo.Sample(filepath=p) for p in paths])
+    ids = ds.values("id")
+    ds.set_values("quality", dict(zip(ids, [0.3, 2.0, 1.0, 0.1], strict=True)), key_field="id")
+
+    result = foo.execute_operator(
+        f"{siamese_quality.PLUGIN_NAME}/sort_by_quality",
+        ctx={"dataset": ds, "view": ds.view()},
+        params={"field": "quality", "largest_first": True},
+    )
+    requests = result.executor.to_json()["requests"]
+    set_view = [r for r in requests if r["operator_uri"].endswith("set_view")]
+    assert len(set_view) == 1
+    stages = set_view[0]["params"]["view"]
+    assert any("SortBy" in s["_cls"] for s in stages)
+    assert ds.sort_by("quality", reverse=True).values("quality") == [2.0, 1.0, 0.3, 0.1]
+
+
+def test_plugin_requirements_match_the_package_dependencies():
+    import tomllib
+
+    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
+        declared = set(tomllib.load(f)["project"]["dependencies"])
+    with open(os.path.join(REPO_ROOT, "requirements.txt")) as f:
+        listed = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    assert listed == declared
