@@ -13,6 +13,7 @@ from PIL import Image
 from siamese_quality import PLUGIN_NAME
 
 DEMO_DATASET = "siamese-quality-demo"
+_DEMO_MARK = "siamese_quality.demo"
 
 # The colour photographs bundled with scikit-image (no download needed)
 SKIMAGE_COLOR_PHOTOS = (
@@ -54,18 +55,24 @@ def build_demo_dataset(data_dir: str, name: str = DEMO_DATASET) -> fo.Dataset:
     """Creates (or reuses) the persistent demo dataset of scikit-image photos.
 
     An existing dataset with exactly these files is reused, keeping its fields
-    and runs; one with other content is left alone and an error is raised.
+    and runs. One that this function built from other files (e.g. another clone
+    of the project) is rebuilt; any other dataset of that name is left alone and
+    an error is raised.
     """
     paths = write_skimage_photos(data_dir)
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
         if sorted(dataset.values("filepath")) == sorted(paths):
             return dataset
-        raise ValueError(
-            f"A dataset named {name!r} already exists with other images; "
-            f"delete it (fo.delete_dataset({name!r})) or choose another name"
-        )
+        if dataset.info.get("created_by") != _DEMO_MARK:
+            raise ValueError(
+                f"A dataset named {name!r} already exists with other images; "
+                f"delete it (fo.delete_dataset({name!r})) or choose another name"
+            )
+        dataset.delete()
     dataset = fo.Dataset(name, persistent=True)
+    dataset.info["created_by"] = _DEMO_MARK
+    dataset.save()
     dataset.add_samples([fo.Sample(filepath=p) for p in paths])
     dataset.compute_metadata()
     return dataset

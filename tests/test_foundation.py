@@ -39,11 +39,20 @@ def test_demo_dataset_is_built_from_skimage_photos_and_reused(tmp_path):
         again = demo.build_demo_dataset(str(tmp_path / "photos"), name)
         assert again.values("note") == ["kept"] * len(ds)
 
-        with pytest.raises(ValueError, match="already exists with other images"):
-            demo.build_demo_dataset(str(tmp_path / "other"), name)
+        # rebuilt from another folder (another clone): the demo's own dataset follows
+        moved = demo.build_demo_dataset(str(tmp_path / "moved"), name)
+        assert all("/moved/" in p for p in moved.values("filepath"))
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+
+
+def test_demo_refuses_to_replace_a_dataset_it_did_not_create(dataset_factory, tmp_path):
+    user_ds = dataset_factory(persistent=True)
+    user_ds.add_samples([fo.Sample(filepath=p) for p in write_generated_images(tmp_path, 2)])
+    with pytest.raises(ValueError, match="already exists with other images"):
+        demo.build_demo_dataset(str(tmp_path / "photos"), user_ds.name)
+    assert len(fo.load_dataset(user_ds.name)) == 2
 
 
 def test_package_builds_as_a_wheel_with_the_app_modules(tmp_path):
