@@ -90,8 +90,11 @@ def registered_plugin_members() -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir", default=os.path.join("data", "demo"),
-                        help="folder the demo photos are written to")
+    parser.add_argument(
+        "--data-dir",
+        default=os.path.join("data", "demo"),
+        help="folder the demo photos are written to",
+    )
     parser.add_argument("--dataset", default=DEMO_DATASET, help="FiftyOne dataset name")
     args = parser.parse_args(argv)
 

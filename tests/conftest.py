@@ -40,6 +40,38 @@ def dataset_factory():
             fo.delete_dataset(name)
 
 
+def dead_leaves_image(seed: int, size=(160, 120), disks: int = 300) -> np.ndarray:
+    """A "dead leaves" picture: overlapping sharp-edged disks of random colours and sizes.
+
+    The classic synthetic stand-in for natural image statistics (used for camera
+    sharpness charts): sharp edges at every scale, no blur of its own.
+    """
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(disks):
+        radius = float(min(size) * 0.4 * rng.power(0.3) + 1)
+        x, y = rng.uniform(0, size[0]), rng.uniform(0, size[1])
+        draw.ellipse(
+            (x - radius, y - radius, x + radius, y + radius),
+            fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        )
+    return np.array(image)
+
+
+def write_dead_leaves_images(folder, count: int, size=(160, 120), seed: int = 0) -> list[str]:
+    """Writes ``count`` dead-leaves PNGs and returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = os.path.join(str(folder), f"leaves_{seed}_{i:03d}.png")
+        Image.fromarray(dead_leaves_image(seed * 1000 + i, size)).save(path)
+        paths.append(path)
+    return paths
+
+
 def write_generated_images(folder, count: int, size=(96, 64), seed: int = 0) -> list[str]:
     """Writes ``count`` smooth random RGB images (JPEG) and returns their paths."""
     rng = np.random.default_rng(seed)

@@ -57,9 +57,21 @@ def test_demo_refuses_to_replace_a_dataset_it_did_not_create(dataset_factory, tm
 
 def test_package_builds_as_a_wheel_with_the_app_modules(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), REPO_ROOT],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            REPO_ROOT,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     (wheel,) = [f for f in os.listdir(tmp_path) if f.endswith(".whl")]

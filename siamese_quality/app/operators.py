@@ -36,10 +36,20 @@ class SortByQuality(foo.Operator):
         choices = types.Dropdown()
         for name in fields:
             choices.add_choice(name, label=name)
-        inputs.enum("field", choices.values(), default=fields[0], required=True,
-                    label="Quality field", view=choices)
-        inputs.bool("largest_first", default=True, label="Largest first",
-                    description="Largest magnitude (e.g. most blurred) first")
+        inputs.enum(
+            "field",
+            choices.values(),
+            default=fields[0],
+            required=True,
+            label="Quality field",
+            view=choices,
+        )
+        inputs.bool(
+            "largest_first",
+            default=True,
+            label="Largest first",
+            description="Largest magnitude (e.g. most blurred) first",
+        )
         return types.Property(inputs)
 
     def execute(self, ctx):

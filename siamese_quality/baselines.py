@@ -1,0 +1,96 @@
+"""Classical, training-free measures of each distortion: the bar a learned model must clear.
+
+Each takes a uint8 image tensor (3, H, W) and returns a float oriented to *increase*
+with the distortion's magnitude, so its Spearman correlation with the magnitude is
+directly comparable with a model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    measure: Callable[[torch.Tensor], float]
+
+
+def _gray(image: torch.Tensor) -> np.ndarray:
+    rgb = image.permute(1, 2, 0).numpy()
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def negative_log_laplacian_variance(image: torch.Tensor) -> float:
+    """Blur: ``-log(var(Laplacian(gray)))``; sharp images have a high variance."""
+    lap = cv2.Laplacian(_gray(image).astype(np.float64), cv2.CV_64F)
+    return -float(np.log(lap.var() + 1e-6))
+
+
+def mean_hsv_value(image: torch.Tensor) -> float:
+    """Brightness: mean HSV value, ``mean(max(R, G, B))`` on 0-255."""
+    return float(image.amax(dim=0).float().mean())
+
+
+def wavelet_noise_sigma(image: torch.Tensor) -> float:
+    """Noise: Donoho's wavelet estimate, ``median(|HH|) / 0.6745`` of the finest Haar band.
+
+    The diagonal detail band of natural images is almost empty, so its median
+    absolute value measures the noise.
+    """
+    gray = _gray(image).astype(np.float64)
+    gray = gray[: gray.shape[0] // 2 * 2, : gray.shape[1] // 2 * 2]
+    diagonal = (gray[0::2, 0::2] - gray[0::2, 1::2] - gray[1::2, 0::2] + gray[1::2, 1::2]) / 2
+    return float(np.median(np.abs(diagonal)) / 0.6745)
+
+
+def negative_blockiness(image: torch.Tensor) -> float:
+    """JPEG quality: minus the excess of gradients across 8x8 block borders over others.
+
+    JPEG quantises each 8x8 block separately, so low quality makes steps at block
+    borders; higher values therefore mean higher quality.
+    """
+    gray = _gray(image).astype(np.float64)
+    dx = np.abs(np.diff(gray, axis=1))
+    dy = np.abs(np.diff(gray, axis=0))
+    border_x, border_y = dx[:, 7::8].mean(), dy[7::8, :].mean()
+    inner_x, inner_y = dx.mean(), dy.mean()
+    return -float((border_x + border_y) / (inner_x + inner_y + 1e-6))
+
+
+def rms_contrast(image: torch.Tensor) -> float:
+    """Contrast: standard deviation of the grey levels."""
+    return float(_gray(image).std())
+
+
+def flat_neighbour_share(image: torch.Tensor) -> float:
+    """Pixelation: share of horizontally and vertically adjacent pixels that are equal."""
+    gray = _gray(image)
+    same_x = (np.diff(gray.astype(np.int16), axis=1) == 0).mean()
+    same_y = (np.diff(gray.astype(np.int16), axis=0) == 0).mean()
+    return float((same_x + same_y) / 2)
+
+
+BASELINES: dict[str, Baseline] = {
+    "blur": Baseline("variance of the Laplacian", negative_log_laplacian_variance),
+    "brightness": Baseline("mean HSV value", mean_hsv_value),
+    "noise": Baseline("wavelet noise estimate", wavelet_noise_sigma),
+    "jpeg": Baseline("8x8 blockiness", negative_blockiness),
+    "contrast": Baseline("RMS contrast", rms_contrast),
+    "pixelation": Baseline("equal-neighbour share", flat_neighbour_share),
+}
+
+
+def get_baseline(task: str) -> Baseline | None:
+    """The classical baseline of ``task``, or None (rotation has none)."""
+    return BASELINES.get(task)
+
+
+def register_baseline(task: str, baseline: Baseline) -> None:
+    """Adds or replaces the baseline used in evaluations of ``task``."""
+    BASELINES[task] = baseline

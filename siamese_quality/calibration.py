@@ -1,0 +1,146 @@
+"""Calibration: a monotone map from a branch score to a magnitude in real units.
+
+Shaped like a scikit-learn estimator (``fit`` / ``predict``), fitted with isotonic
+regression and stored as plain lists, so it serialises to JSON (for FiftyOne run
+results) and predicts with NumPy alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+class MonotoneCalibration:
+    """Non-decreasing, piecewise-linear score -> magnitude map with an error band.
+
+    The band gives, along the curve, the 10th and 90th percentiles of the true
+    magnitudes of points with similar scores: 80 % of held-out points fell inside it.
+    """
+
+    BAND_QUANTILES = (0.1, 0.9)
+
+    def __init__(self):
+        self.x: list[float] = []
+        self.y: list[float] = []
+        self.band_x: list[float] = []
+        self.band_low: list[float] = []
+        self.band_high: list[float] = []
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.x)
+
+    def fit(
+        self, scores: Sequence[float], magnitudes: Sequence[float], band_bins: int = 12
+    ) -> MonotoneCalibration:
+        """Fits the curve and band to (score, true magnitude) points."""
+        from sklearn.isotonic import IsotonicRegression
+
+        scores = np.asarray(scores, dtype=np.float64)
+        magnitudes = np.asarray(magnitudes, dtype=np.float64)
+        if scores.shape != magnitudes.shape or scores.size < 2:
+            raise ValueError("calibration needs at least two (score, magnitude) points")
+        if not (np.isfinite(scores).all() and np.isfinite(magnitudes).all()):
+            raise ValueError("calibration points must be finite")
+        iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(scores, magnitudes)
+        self.x = iso.X_thresholds_.tolist()
+        self.y = iso.y_thresholds_.tolist()
+
+        order = np.argsort(scores)
+        bins = [b for b in np.array_split(order, min(band_bins, scores.size)) if b.size]
+        residual_sets = [magnitudes[b] for b in bins]
+        self.band_x = [float(np.median(scores[b])) for b in bins]
+        self.band_low = [float(np.quantile(r, self.BAND_QUANTILES[0])) for r in residual_sets]
+        self.band_high = [float(np.quantile(r, self.BAND_QUANTILES[1])) for r in residual_sets]
+        return self
+
+    def predict(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Magnitudes for ``scores``; scores outside the fitted range are clipped to it."""
+        if not self.is_fitted:
+            raise RuntimeError("calibration is not fitted")
+        values = np.asarray(scores, dtype=np.float64)
+        if len(self.x) == 1:
+            return np.full(values.shape, self.y[0])
+        return np.interp(values, self.x, self.y)
+
+    def interval(self, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The band's (low, high) magnitudes at ``scores``."""
+        values = np.asarray(scores, dtype=np.float64)
+        return (
+            np.interp(values, self.band_x, self.band_low),
+            np.interp(values, self.band_x, self.band_high),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "x": list(self.x),
+            "y": list(self.y),
+            "band_x": list(self.band_x),
+            "band_low": list(self.band_low),
+            "band_high": list(self.band_high),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MonotoneCalibration:
+        calibration = cls()
+        for key in ("x", "y", "band_x", "band_low", "band_high"):
+            setattr(calibration, key, [float(v) for v in data.get(key, [])])
+        if len(calibration.x) != len(calibration.y):
+            raise ValueError("calibration curve has mismatched x and y")
+        return calibration
+
+
+def cross_fitted_predictions(
+    scores: Sequence[float], magnitudes: Sequence[float], groups: Sequence[int], folds: int = 2
+) -> np.ndarray:
+    """Calibrated predictions where no point's own image took part in its calibration.
+
+    Images (``groups``) are split into ``folds``; each fold is predicted by a
+    calibration fitted on the others. This keeps calibrated metrics honest when the
+    same held-out images provide both the calibration and the evaluation.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    magnitudes = np.asarray(magnitudes, dtype=np.float64)
+    groups = np.asarray(groups)
+    unique = np.unique(groups)
+    if unique.size < 2:
+        return MonotoneCalibration().fit(scores, magnitudes).predict(scores)
+    predictions = np.empty_like(scores)
+    for fold in range(min(folds, unique.size)):
+        held = np.isin(groups, unique[fold :: min(folds, unique.size)])
+        fitted = MonotoneCalibration().fit(scores[~held], magnitudes[~held])
+        predictions[held] = fitted.predict(scores[held])
+    return predictions
+
+
+def correlation_metrics(
+    predicted: Sequence[float], true: Sequence[float], groups: Sequence[int] | None = None
+) -> dict:
+    """Pearson, Spearman, mean per-image Spearman and mean absolute error.
+
+    ``predicted`` should be in the unit of ``true`` for the MAE to mean anything.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    metrics = {
+        "pearson": _safe(stats.pearsonr, predicted, true),
+        "spearman": _safe(stats.spearmanr, predicted, true),
+        "mae": float(np.mean(np.abs(predicted - true))),
+    }
+    if groups is not None:
+        groups = np.asarray(groups)
+        per_image = [
+            _safe(stats.spearmanr, predicted[groups == g], true[groups == g])
+            for g in np.unique(groups)
+        ]
+        metrics["per_image_spearman"] = float(np.mean(per_image))
+    return metrics
+
+
+def _safe(correlation, a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(correlation(a, b)[0])

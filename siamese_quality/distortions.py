@@ -1,0 +1,486 @@
+"""Distortions with a magnitude in real units, applied at the model's working resolution.
+
+Each distortion is a small pure function ``f(image, magnitude) -> image`` on uint8
+tensors shaped ``(3, H, W)``, in the style of ``torchvision.transforms.v2.functional``,
+plus a :class:`Distortion` record that describes it (unit, range, sidedness) for
+training, calibration and the App. Outputs are rounded back to uint8 because real
+photos are stored with 8 bits: a model must not tell distorted copies apart by
+sub-quantisation values that no real image has.
+
+Every distortion also has an *independent implementation* (OpenCV or Pillow instead
+of torchvision) used only in evaluation, to check that a model learned the
+distortion and not our code's fingerprint.
+
+Add your own with :func:`register_distortion`::
+
+    def vignette(image, strength):
+        ...
+
+    register_distortion(Distortion(
+        name="vignette", apply=vignette, unit="strength", low=0.0, high=1.0,
+        identity=0.0, description="darkened corners"))
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+from PIL import Image, ImageEnhance
+
+DistortionFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """A distortion and the range of magnitudes a model learns to rank.
+
+    Attributes:
+        name: registry key, also the default model key and field name
+        apply: ``f(uint8 image (3, H, W), magnitude) -> uint8 image``
+        unit: what the magnitude measures, e.g. ``"px (Gaussian sigma)"``
+        low, high: the magnitude range used in training and calibration
+        identity: the magnitude at which ``apply`` returns the image unchanged
+        two_sided: True when magnitudes on both sides of ``identity`` are
+            distortions (rotation left/right, darker/brighter)
+        higher_is_worse: for one-sided distortions, whether larger magnitudes
+            are worse (blur sigma) or better (JPEG quality)
+        description: one line for people, formula in the function's docstring
+        alternative: an independent implementation, for evaluation only
+        supersample: the distortion is rendered at this multiple of the working
+            resolution and downsampled, so resampling itself leaves no trace
+        input_crop: the centre fraction of the working-resolution image the
+            model sees, in training and scoring alike (rotation: no empty corners)
+        invariances: changes of an undistorted source that leave it undistorted
+            for this task, used as training augmentation: ``"turns"`` (vertical
+            flips, 90-degree turns), ``"channels"`` (colour channel order),
+            ``"tone"`` (gamma)
+    """
+
+    name: str
+    apply: DistortionFn
+    unit: str
+    low: float
+    high: float
+    identity: float
+    description: str
+    two_sided: bool = False
+    higher_is_worse: bool = True
+    alternative: DistortionFn | None = None
+    supersample: int = 1
+    input_crop: float = 1.0
+    invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
+
+    def severity(self, magnitude: float) -> float:
+        """How far ``magnitude`` is from the undistorted image, >= 0, in the unit."""
+        if self.two_sided or self.higher_is_worse:
+            return abs(magnitude - self.identity)
+        return self.identity - magnitude
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable description (without the functions)."""
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "low": self.low,
+            "high": self.high,
+            "identity": self.identity,
+            "two_sided": self.two_sided,
+            "higher_is_worse": self.higher_is_worse,
+            "description": self.description,
+            "supersample": self.supersample,
+            "input_crop": self.input_crop,
+        }
+
+
+_REGISTRY: dict[str, Distortion] = {}
+
+
+def register_distortion(distortion: Distortion, overwrite: bool = False) -> Distortion:
+    """Adds ``distortion`` to the registry under its name."""
+    if distortion.name in _REGISTRY and not overwrite:
+        raise ValueError(f"A distortion named {distortion.name!r} is already registered")
+    if not distortion.low < distortion.high:
+        raise ValueError(f"{distortion.name}: low must be below high")
+    if not distortion.low <= distortion.identity <= distortion.high:
+        raise ValueError(f"{distortion.name}: identity must lie within [low, high]")
+    _REGISTRY[distortion.name] = distortion
+    return distortion
+
+
+def get_distortion(name: str) -> Distortion:
+    """Returns the registered distortion ``name``; raises ``ValueError`` if unknown."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown task {name!r}; available: {', '.join(list_distortions())}"
+        ) from None
+
+
+def list_distortions() -> list[str]:
+    """Names of the registered distortions."""
+    return list(_REGISTRY)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    return image.clamp(0, 255).round().to(torch.uint8)
+
+
+def _check_uint8(image: torch.Tensor) -> None:
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"expected a uint8 image tensor (3, H, W), got {image.dtype} {tuple(image.shape)}"
+        )
+
+
+def _to_numpy_hwc(image: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+
+
+def _from_numpy_hwc(array: np.ndarray) -> torch.Tensor:
+    writable = np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+    return torch.from_numpy(writable).permute(2, 0, 1).contiguous()
+
+
+def _blur_kernel_size(sigma: float) -> int:
+    # +-4 sigma keeps the truncation error below 1/255
+    return 2 * max(1, math.ceil(4 * sigma)) + 1
+
+
+# --- blur ----------------------------------------------------------------------------
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur: ``I * G_sigma``, sigma in pixels of the working resolution."""
+    _check_uint8(image)
+    if sigma <= 0:
+        return image.clone()
+    k = _blur_kernel_size(sigma)
+    return F.gaussian_blur(image, [k, k], [float(sigma), float(sigma)])
+
+
+def gaussian_blur_opencv(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The same blur through OpenCV (reflect-101 borders, its own kernel code)."""
+    _check_uint8(image)
+    if sigma <= 0:
+        return image.clone()
+    blurred = cv2.GaussianBlur(_to_numpy_hwc(image), (0, 0), sigmaX=float(sigma))
+    return _from_numpy_hwc(blurred)
+
+
+# --- rotation ------------------------------------------------------------------------
+
+
+def rotate(image: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotation about the centre by ``degrees`` (positive: counter-clockwise), bilinear.
+
+    Corners left empty by the rotation are cut away by the task's ``input_crop``.
+    """
+    _check_uint8(image)
+    if degrees == 0:
+        return image.clone()
+    return F.rotate(image, float(degrees), interpolation=F.InterpolationMode.BILINEAR)
+
+
+def rotate_pillow(image: torch.Tensor, degrees: float) -> torch.Tensor:
+    """The same rotation through Pillow's affine resampler (bicubic)."""
+    _check_uint8(image)
+    if degrees == 0:
+        return image.clone()
+    pil = Image.fromarray(_to_numpy_hwc(image)).rotate(float(degrees), resample=Image.BICUBIC)
+    return _from_numpy_hwc(np.asarray(pil))
+
+
+def inscribed_crop_fraction(max_degrees: float) -> float:
+    """Side of the largest centred square inside a square rotated by up to ``max_degrees``.
+
+    A square of side 1 rotated by theta contains an axis-aligned centred square of side
+    ``1 / (|cos theta| + |sin theta|)``; cropping every image to it (rotated or not) hides
+    the empty corners, so the angle cannot be read off the border.
+    """
+    theta = math.radians(abs(max_degrees))
+    return 1.0 / (math.cos(theta) + math.sin(theta))
+
+
+# --- brightness ----------------------------------------------------------------------
+
+
+def _shift_hsv_value(rgb: torch.Tensor, offset: float) -> torch.Tensor:
+    """Shifts the HSV value of float RGB in [0, 255] by ``offset``, keeping H and S."""
+    value = rgb.amax(dim=0, keepdim=True)
+    shifted = (value + offset).clamp(0, 255)
+    # For fixed hue and saturation, RGB scales linearly with V; black has no hue: grey
+    scale = torch.where(value > 0, shifted / value.clamp(min=1e-6), torch.zeros_like(value))
+    grey = torch.where(value > 0, torch.zeros_like(value), shifted)
+    return rgb * scale + grey
+
+
+def brightness_shift(image: torch.Tensor, offset: float) -> torch.Tensor:
+    """Additive shift of HSV value: ``V' = clip(V + offset, 0, 255)``, hue and saturation kept.
+
+    ``offset`` is on the 0-255 scale; positive brightens. Values clip at 0 and 255 as an
+    under- or over-exposed photo does.
+    """
+    _check_uint8(image)
+    if offset == 0:
+        return image.clone()
+    return _to_uint8(_shift_hsv_value(image.float(), float(offset)))
+
+
+def brightness_shift_skimage(image: torch.Tensor, offset: float) -> torch.Tensor:
+    """The same shift through scikit-image's explicit RGB -> HSV -> RGB conversion."""
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    _check_uint8(image)
+    if offset == 0:
+        return image.clone()
+    hsv = rgb2hsv(_to_numpy_hwc(image))
+    hsv[..., 2] = np.clip(hsv[..., 2] + offset / 255.0, 0.0, 1.0)
+    return _from_numpy_hwc(np.clip(np.round(hsv2rgb(hsv) * 255), 0, 255).astype(np.uint8))
+
+
+# --- noise ---------------------------------------------------------------------------
+
+
+def _noise_seed(image: torch.Tensor, sigma: float) -> int:
+    # Deterministic per (image, sigma): pure function, reproducible datasets
+    return (int(image[:, ::7, ::7].sum()) * 1_000_003 + int(sigma * 1000)) % (2**31)
+
+
+def gaussian_noise(image: torch.Tensor, sigma: float, seed: int | None = None) -> torch.Tensor:
+    """Additive white Gaussian noise: ``clip(I + N(0, sigma^2))``, sigma on the 0-255 scale.
+
+    The noise is drawn from a generator seeded by ``seed`` (default: derived from the
+    image and sigma), so the function is pure.
+    """
+    _check_uint8(image)
+    if sigma <= 0:
+        return image.clone()
+    generator = torch.Generator().manual_seed(_noise_seed(image, sigma) if seed is None else seed)
+    noise = torch.randn(image.shape, generator=generator) * float(sigma)
+    return _to_uint8(image.float() + noise)
+
+
+def gaussian_noise_numpy(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The same noise from NumPy's generator (another random stream and code path)."""
+    _check_uint8(image)
+    if sigma <= 0:
+        return image.clone()
+    rng = np.random.default_rng(_noise_seed(image, sigma) + 1)
+    noisy = _to_numpy_hwc(image).astype(np.float64) + rng.normal(
+        0.0, sigma, (image.shape[1], image.shape[2], 3)
+    )
+    return _from_numpy_hwc(np.clip(np.round(noisy), 0, 255).astype(np.uint8))
+
+
+# --- JPEG ----------------------------------------------------------------------------
+
+
+def jpeg_compress(image: torch.Tensor, quality: float) -> torch.Tensor:
+    """JPEG encode and decode at ``quality`` (1-100) with Pillow's libjpeg, 4:2:0 chroma.
+
+    ``quality >= 100`` is taken as "not compressed" and returns the image unchanged.
+    """
+    _check_uint8(image)
+    if quality >= 100:
+        return image.clone()
+    buffer = io.BytesIO()
+    Image.fromarray(_to_numpy_hwc(image)).save(
+        buffer, format="JPEG", quality=int(round(max(1.0, quality)))
+    )
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return _from_numpy_hwc(np.asarray(decoded.convert("RGB")))
+
+
+def jpeg_compress_opencv(image: torch.Tensor, quality: float) -> torch.Tensor:
+    """The same compression through OpenCV's encoder and decoder."""
+    _check_uint8(image)
+    if quality >= 100:
+        return image.clone()
+    bgr = cv2.cvtColor(_to_numpy_hwc(image), cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(round(quality))])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a JPEG")
+    decoded = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return _from_numpy_hwc(decoded)
+
+
+# --- contrast ------------------------------------------------------------------------
+
+
+def contrast(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Contrast scaling about the mean grey level: ``clip(m + factor * (I - m))``."""
+    _check_uint8(image)
+    if factor == 1:
+        return image.clone()
+    return F.adjust_contrast(image, float(factor))
+
+
+def contrast_pillow(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """The same through Pillow's ``ImageEnhance.Contrast``."""
+    _check_uint8(image)
+    if factor == 1:
+        return image.clone()
+    pil = ImageEnhance.Contrast(Image.fromarray(_to_numpy_hwc(image))).enhance(float(factor))
+    return _from_numpy_hwc(np.asarray(pil))
+
+
+# --- pixelation ----------------------------------------------------------------------
+
+
+def _pixelated_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    return max(1, round(height / factor)), max(1, round(width / factor))
+
+
+def pixelate(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Pixelation: area-downscale by ``factor``, then nearest-neighbour upscale back.
+
+    ``factor`` is the block size in pixels of the working resolution (1: unchanged).
+    """
+    _check_uint8(image)
+    if factor <= 1:
+        return image.clone()
+    height, width = image.shape[1:]
+    small_size = _pixelated_size(height, width, factor)
+    small = torch.nn.functional.interpolate(image[None].float(), size=small_size, mode="area")
+    big = torch.nn.functional.interpolate(small, size=(height, width), mode="nearest")
+    return _to_uint8(big[0])
+
+
+def pixelate_pillow(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """The same through Pillow (box downscale, nearest upscale)."""
+    _check_uint8(image)
+    if factor <= 1:
+        return image.clone()
+    height, width = image.shape[1:]
+    small_h, small_w = _pixelated_size(height, width, factor)
+    pil = Image.fromarray(_to_numpy_hwc(image))
+    pil = pil.resize((small_w, small_h), Image.BOX).resize((width, height), Image.NEAREST)
+    return _from_numpy_hwc(np.asarray(pil))
+
+
+# --- the built-in registry -----------------------------------------------------------
+
+ROTATION_MAX_DEGREES = 15.0
+
+register_distortion(
+    Distortion(
+        name="blur",
+        apply=gaussian_blur,
+        alternative=gaussian_blur_opencv,
+        unit="px (Gaussian sigma)",
+        low=0.0,
+        high=3.0,
+        identity=0.0,
+        description="Gaussian blur; sigma in pixels of the working resolution",
+    )
+)
+register_distortion(
+    Distortion(
+        name="rotation",
+        apply=rotate,
+        alternative=rotate_pillow,
+        unit="degrees (counter-clockwise)",
+        low=-ROTATION_MAX_DEGREES,
+        high=ROTATION_MAX_DEGREES,
+        identity=0.0,
+        two_sided=True,
+        supersample=2,
+        # 3 % inside the inscribed square: its corners touch the border, where bilinear
+        # interpolation already mixes in the empty fill
+        input_crop=0.97 * inscribed_crop_fraction(ROTATION_MAX_DEGREES),
+        invariances=frozenset({"channels", "tone"}),  # turning the source would change "level"
+        description="Tilt about the image centre; positive is counter-clockwise",
+    )
+)
+register_distortion(
+    Distortion(
+        name="brightness",
+        apply=brightness_shift,
+        alternative=brightness_shift_skimage,
+        unit="HSV value offset (0-255 scale)",
+        low=-100.0,
+        high=100.0,
+        identity=0.0,
+        two_sided=True,
+        invariances=frozenset({"turns", "channels"}),
+        description="Additive shift of HSV value; negative is darker",
+    )
+)
+register_distortion(
+    Distortion(
+        name="noise",
+        apply=gaussian_noise,
+        alternative=gaussian_noise_numpy,
+        unit="sigma (0-255 scale)",
+        low=0.0,
+        high=40.0,
+        identity=0.0,
+        description="Additive white Gaussian noise",
+    )
+)
+register_distortion(
+    Distortion(
+        name="jpeg",
+        apply=jpeg_compress,
+        alternative=jpeg_compress_opencv,
+        unit="JPEG quality",
+        low=5.0,
+        high=100.0,
+        identity=100.0,
+        higher_is_worse=False,
+        description="JPEG compression at the working resolution; 100 means uncompressed",
+    )
+)
+register_distortion(
+    Distortion(
+        name="contrast",
+        apply=contrast,
+        alternative=contrast_pillow,
+        unit="contrast factor",
+        low=0.3,
+        high=1.7,
+        identity=1.0,
+        two_sided=True,
+        invariances=frozenset({"turns", "channels"}),
+        description="Contrast scaled about the mean grey; below 1 is flatter",
+    )
+)
+register_distortion(
+    Distortion(
+        name="pixelation",
+        apply=pixelate,
+        alternative=pixelate_pillow,
+        unit="block size (px)",
+        low=1.0,
+        high=8.0,
+        identity=1.0,
+        description="Downscale by the factor and upscale with nearest neighbour",
+    )
+)
+
+__all__ = [
+    "Distortion",
+    "register_distortion",
+    "get_distortion",
+    "list_distortions",
+    "inscribed_crop_fraction",
+    "gaussian_blur",
+    "rotate",
+    "brightness_shift",
+    "gaussian_noise",
+    "jpeg_compress",
+    "contrast",
+    "pixelate",
+]

@@ -1,0 +1,116 @@
+"""Image loading: decode, honour EXIF orientation, convert odd modes, resize.
+
+Every image a model sees, in training and in scoring, passes through
+:func:`load_image`, so "working resolution" means the same thing everywhere: the
+shorter side resized to ``size`` pixels (antialiased), then the centre square.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
+
+
+class ImageLoadError(Exception):
+    """An image could not be read; ``kind`` names the reason (e.g. ``"missing"``)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.dtype != np.uint8:
+            raise ImageLoadError("mode", f"expected a uint8 array, got {array.dtype}")
+        return Image.fromarray(array)
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ImageLoadError("missing", f"file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise ImageLoadError("empty", f"empty file: {path}")
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError("too_large", f"{path}: {e}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageLoadError("not_an_image", f"{path}: not a readable image ({e})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High bit depth: rescale to 8 bits instead of letting convert() clip at 255
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I") else max(float(array.max()), 1.0)
+        return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert(
+            "RGB"
+        )
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels hold arbitrary colours: show them over white, as viewers do
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode(source: ImageSource, short_side: int) -> Image.Image:
+    """Decodes ``source`` to an upright RGB image with its shorter side ``short_side``.
+
+    Raises:
+        ImageLoadError: the source is missing, empty, not an image or unreadable
+    """
+    image = _open(source)
+    try:
+        if image.format == "JPEG":
+            # Let libjpeg decode at a reduced scale (>= the target): several times faster
+            image.draft("RGB", (short_side, short_side))
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        width, height = image.size
+        scale = short_side / min(width, height)
+        new_size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+        if new_size != image.size:
+            image = image.resize(new_size, Image.BICUBIC, reducing_gap=3.0)
+        return image
+    except ImageLoadError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageLoadError(
+            "corrupt", f"{getattr(image, 'filename', '') or 'image'}: {e}"
+        ) from None
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor shaped (3, H, W)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size`` x ``size`` square of a (C, H, W) tensor."""
+    height, width = image.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
+def load_image(source: ImageSource, size: int) -> torch.Tensor:
+    """An image at working resolution: uint8 tensor (3, size, size).
+
+    The shorter side is resized to ``size`` and the centre square kept.
+    """
+    return center_crop(to_tensor(decode(source, size)), size)
+
+
+def load_images(sources: Sequence[ImageSource], short_side: int) -> list[torch.Tensor]:
+    """Decodes every source at ``short_side`` (uncropped); raises on the first bad one."""
+    return [to_tensor(decode(s, short_side)) for s in sources]

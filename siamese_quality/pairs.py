@@ -1,0 +1,241 @@
+"""Training examples: distorted copies of one image with known magnitudes.
+
+Two forms of the same pretext task:
+
+- :class:`SiamesePairDataset`, the classic siamese generator: one image, two random
+  magnitudes, label 1 when the first copy got the larger one.
+- :class:`GroupedBatches`, RankIQA-style: K magnitudes of each of B images in one
+  forward pass, giving B * K * (K - 1) / 2 same-image pairs (plus cross-image pairs)
+  for the same ranking loss at a fraction of the cost.
+
+Both render copies with :func:`render`, which is also what evaluation uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+import torchvision.transforms.v2.functional as F
+
+from .distortions import Distortion
+from .images import center_crop
+
+
+def model_input_size(distortion: Distortion, size: int) -> int:
+    """Side of the square a model of this distortion sees in a ``size`` square."""
+    return max(8, round(size * distortion.input_crop))
+
+
+def render(
+    source: torch.Tensor,
+    distortion: Distortion,
+    magnitude: float,
+    size: int,
+    implementation: str = "reference",
+) -> torch.Tensor:
+    """One distorted copy as the model sees it.
+
+    Args:
+        source: uint8 (3, S, S) square with ``S = size * distortion.supersample``,
+            at the scale of the working resolution
+        size: the working resolution, or a training patch size (at the same scale)
+        implementation: ``"reference"`` (training) or ``"alternative"`` (the
+            independent implementation, for evaluation)
+    """
+    apply = distortion.apply
+    if implementation == "alternative":
+        if distortion.alternative is None:
+            raise ValueError(f"{distortion.name} has no alternative implementation")
+        apply = distortion.alternative
+    image = apply(source, float(magnitude))
+    if distortion.supersample > 1:
+        image = nnf.interpolate(image[None].float(), size=(size, size), mode="area")
+        image = image[0].round().clamp(0, 255).to(torch.uint8)
+    return center_crop(image, model_input_size(distortion, size))
+
+
+def stratified_magnitudes(
+    distortion: Distortion, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` magnitudes spread over the range: one uniform draw per equal slice."""
+    edges = np.linspace(distortion.low, distortion.high, count + 1)
+    values = rng.uniform(edges[:-1], edges[1:])
+    return rng.permutation(values)
+
+
+@dataclass
+class Augmentation:
+    """Label-preserving augmentation of a source image before it is distorted.
+
+    Always a random crop at a random scale (content seen at several sizes) and a
+    random horizontal flip. Depending on the distortion (its ``invariances``) also
+    vertical flips and 90-degree turns (``"turns"``), a random channel order
+    (``"channels"``) and a random gamma (``"tone"``): more kinds of content from the
+    same few photos. It is applied to the source *before* the distortion, so the
+    magnitude stays the label: flipping after a rotation by theta would give a
+    rotation by -theta.
+    """
+
+    max_scale: float = 1.4
+    flip: bool = True
+    turns: bool = False
+    channels: bool = False
+    tone: bool = False
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+
+    @classmethod
+    def for_distortion(cls, distortion: Distortion, **overrides) -> Augmentation:
+        invariances = distortion.invariances
+        options = {
+            "turns": "turns" in invariances,
+            "channels": "channels" in invariances,
+            "tone": "tone" in invariances,
+        }
+        options.update(overrides)
+        return cls(**options)
+
+    def source_short_side(self, distortion: Distortion, working_resolution: int) -> int:
+        """The short side at which training images are decoded and kept in memory."""
+        return math.ceil(working_resolution * distortion.supersample * self.max_scale)
+
+    def __call__(
+        self, image: torch.Tensor, crop_size: int, rng: np.random.Generator
+    ) -> torch.Tensor:
+        short = min(image.shape[-2:])
+        scale = rng.uniform(1.0, max(1.0, min(self.max_scale, short / crop_size)))
+        target = max(crop_size, round(crop_size * scale))
+        if target != short:
+            image = F.resize(image, [target], antialias=True)
+        height, width = image.shape[-2:]
+        top = int(rng.integers(0, height - crop_size + 1))
+        left = int(rng.integers(0, width - crop_size + 1))
+        image = image[:, top : top + crop_size, left : left + crop_size]
+        if self.flip and rng.random() < 0.5:
+            image = image.flip(-1)
+        if self.turns:
+            if rng.random() < 0.5:
+                image = image.flip(-2)
+            image = torch.rot90(image, int(rng.integers(0, 4)), dims=(-2, -1))
+        if self.channels:
+            image = image[torch.from_numpy(rng.permutation(3))]
+        if self.tone:
+            gamma = float(np.exp(rng.uniform(*np.log(self.gamma_range))))
+            image = (255.0 * (image.float() / 255.0) ** gamma).round().to(torch.uint8)
+        return image.contiguous()
+
+
+class SiamesePairDataset(torch.utils.data.Dataset):
+    """The classic siamese pretext dataset: ``(first, second, label, m_first, m_second)``.
+
+    ``label`` is 1.0 when ``first`` got the larger magnitude. Item ``i`` is
+    deterministic given ``seed`` (it seeds its own generator).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[torch.Tensor],
+        distortion: Distortion,
+        working_resolution: int,
+        pairs_per_image: int = 16,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+        patch_size: int | None = None,
+    ):
+        if not sources:
+            raise ValueError("SiamesePairDataset needs at least one image")
+        self.sources = list(sources)
+        self.distortion = distortion
+        self.patch_size = patch_size or working_resolution
+        self.pairs_per_image = pairs_per_image
+        self.augmentation = augmentation or Augmentation.for_distortion(distortion)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sources) * self.pairs_per_image
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, index])
+        source = self.sources[index % len(self.sources)]
+        patch = self.augmentation(source, self.patch_size * self.distortion.supersample, rng)
+        first, second = stratified_magnitudes(self.distortion, 2, rng)
+        images = [render(patch, self.distortion, m, self.patch_size) for m in (first, second)]
+        label = 1.0 if first > second else 0.0
+        return images[0], images[1], torch.tensor(label), float(first), float(second)
+
+
+@dataclass
+class GroupedBatch:
+    images: torch.Tensor  # uint8 (B * K, 3, r, r)
+    magnitudes: torch.Tensor  # float (B * K,), in the distortion's unit
+    groups: torch.Tensor  # long (B * K,), which source image each copy comes from
+
+
+class GroupedBatches:
+    """Endless RankIQA-style batches: K distorted copies of each of B source images.
+
+    Sources are visited in a fresh random order each epoch.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[torch.Tensor],
+        distortion: Distortion,
+        working_resolution: int,
+        images_per_batch: int = 8,
+        magnitudes_per_image: int = 6,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+        patch_size: int | None = None,
+    ):
+        if not sources:
+            raise ValueError("GroupedBatches needs at least one image")
+        if magnitudes_per_image < 2:
+            raise ValueError("magnitudes_per_image must be at least 2 to form pairs")
+        self.sources = list(sources)
+        self.distortion = distortion
+        self.patch_size = patch_size or working_resolution
+        self.images_per_batch = min(images_per_batch, len(self.sources))
+        self.magnitudes_per_image = magnitudes_per_image
+        self.augmentation = augmentation or Augmentation.for_distortion(distortion)
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self._order: list[int] = []
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.sources) / self.images_per_batch)
+
+    def _next_indices(self) -> list[int]:
+        picked: list[int] = []
+        while len(picked) < self.images_per_batch:
+            if not self._order:
+                self._order = list(self.rng.permutation(len(self.sources)))
+                self.epoch += 1
+            index = self._order.pop()
+            if index not in picked:
+                picked.append(index)
+        return picked
+
+    def __iter__(self) -> Iterator[GroupedBatch]:
+        while True:
+            yield self.next_batch()
+
+    def next_batch(self) -> GroupedBatch:
+        crop = self.patch_size * self.distortion.supersample
+        images, magnitudes, groups = [], [], []
+        for group, index in enumerate(self._next_indices()):
+            patch = self.augmentation(self.sources[index], crop, self.rng)
+            for m in stratified_magnitudes(self.distortion, self.magnitudes_per_image, self.rng):
+                images.append(render(patch, self.distortion, m, self.patch_size))
+                magnitudes.append(m)
+                groups.append(group)
+        return GroupedBatch(
+            images=torch.stack(images),
+            magnitudes=torch.tensor(magnitudes, dtype=torch.float32),
+            groups=torch.tensor(groups),
+        )

@@ -1,0 +1,159 @@
+"""A trained pretext model: one branch + its distortion, working resolution and calibration.
+
+Saved as a single torch file holding only tensors and plain Python values, loaded
+with ``torch.load(..., weights_only=True)``: a model file can never run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .calibration import MonotoneCalibration
+from .distortions import Distortion, get_distortion
+from .images import ImageSource, center_crop, load_image
+from .model import QualityBranch
+
+FORMAT = "siamese_quality.pretext_model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file is not a valid siamese_quality model (or fails its checksum)."""
+
+
+def sha256_of_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PretextModel:
+    """Scores single images for one distortion; calibrated scores are in its unit."""
+
+    def __init__(
+        self,
+        branch: QualityBranch,
+        distortion: Distortion | dict,
+        working_resolution: int,
+        calibration: MonotoneCalibration | None = None,
+        training: dict | None = None,
+        evaluation: dict | None = None,
+    ):
+        self.branch = branch
+        self.distortion_info = (
+            distortion.to_dict() if isinstance(distortion, Distortion) else dict(distortion)
+        )
+        self.working_resolution = int(working_resolution)
+        self.calibration = calibration
+        self.training = training or {}
+        self.evaluation = evaluation or {}
+
+    @property
+    def task(self) -> str:
+        return self.distortion_info["name"]
+
+    @property
+    def unit(self) -> str:
+        return self.distortion_info["unit"]
+
+    @property
+    def distortion(self) -> Distortion:
+        """The registered distortion (needed to render training or evaluation copies)."""
+        return get_distortion(self.task)
+
+    @property
+    def input_size(self) -> int:
+        return max(8, round(self.working_resolution * self.distortion_info["input_crop"]))
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Working-resolution uint8 squares (N, 3, R, R) -> what the branch sees."""
+        return center_crop(images, self.input_size)
+
+    def raw_scores(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """Branch scores of working-resolution uint8 squares (N, 3, R, R)."""
+        return self.branch.score(self.prepare(images), batch_size).numpy().astype(np.float64)
+
+    def calibrated(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Raw scores -> magnitudes in the distortion's unit."""
+        if self.calibration is None or not self.calibration.is_fitted:
+            raise RuntimeError(f"model {self.task!r} has no calibration")
+        return self.calibration.predict(raw)
+
+    def score_images(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated magnitudes, raw scores) for image files or arrays."""
+        images = torch.stack([load_image(s, self.working_resolution) for s in sources])
+        raw = self.raw_scores(images)
+        return self.calibrated(raw), raw
+
+    # --- persistence -------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "backbone": self.branch.backbone,
+            "distortion": self.distortion_info,
+            "working_resolution": self.working_resolution,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "training": self.training,
+            "evaluation": self.evaluation,
+            "state_dict": {k: v.detach().cpu() for k, v in self.branch.state_dict().items()},
+        }
+
+    def save(self, path: str) -> str:
+        """Writes the model to ``path`` atomically and returns the file's sha256."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        partial = f"{path}.partial"
+        torch.save(self.state(), partial)
+        os.replace(partial, path)
+        return sha256_of_file(path)
+
+    @classmethod
+    def load(
+        cls, path: str, expected_sha256: str | None = None, device: str | torch.device = "cpu"
+    ) -> PretextModel:
+        """Loads a model file safely (no code execution) and validates it.
+
+        Raises:
+            ModelFileError: unreadable, not a model of this format, or a checksum mismatch
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        if expected_sha256 is not None and sha256_of_file(path) != expected_sha256:
+            raise ModelFileError(
+                f"{path}: sha256 differs from the recorded one; the file was changed or replaced"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling refused or corrupt archive
+            raise ModelFileError(f"{path}: not a safe siamese_quality model file ({e})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ModelFileError(f"{path}: not a siamese_quality model file")
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ModelFileError(
+                f"{path}: model format version {state.get('format_version')} is not supported "
+                f"(this library reads version {FORMAT_VERSION})"
+            )
+        branch = QualityBranch(state["backbone"])
+        branch.load_state_dict(state["state_dict"])
+        branch.to(device).eval()
+        calibration = (
+            MonotoneCalibration.from_dict(state["calibration"])
+            if state.get("calibration")
+            else None
+        )
+        return cls(
+            branch,
+            state["distortion"],
+            state["working_resolution"],
+            calibration,
+            state.get("training"),
+            state.get("evaluation"),
+        )

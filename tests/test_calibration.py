@@ -1,0 +1,77 @@
+"""Calibration is monotone, serialises to JSON, and its metrics mean what they say."""
+
+import json
+
+import numpy as np
+import pytest
+
+from siamese_quality.calibration import (
+    MonotoneCalibration,
+    correlation_metrics,
+    cross_fitted_predictions,
+)
+
+
+def _noisy_points(seed=0, n=200):
+    rng = np.random.default_rng(seed)
+    magnitudes = rng.uniform(0, 3, n)
+    scores = np.tanh(magnitudes - 1.5) * 4 + rng.normal(0, 0.3, n)  # monotone, non-linear
+    return scores, magnitudes
+
+
+def test_calibration_is_monotone_and_close_on_a_nonlinear_score():
+    scores, magnitudes = _noisy_points()
+    calibration = MonotoneCalibration().fit(scores, magnitudes)
+    grid = np.linspace(scores.min() - 1, scores.max() + 1, 500)
+    predicted = calibration.predict(grid)
+    assert np.all(np.diff(predicted) >= 0)
+    assert np.mean(np.abs(calibration.predict(scores) - magnitudes)) < 0.35
+    # outside the fitted range: clipped, never extrapolated past the seen magnitudes
+    assert magnitudes.min() - 1e-9 <= predicted.min() and predicted.max() <= magnitudes.max() + 1e-9
+
+
+def test_band_holds_most_points():
+    scores, magnitudes = _noisy_points(seed=1, n=400)
+    calibration = MonotoneCalibration().fit(scores, magnitudes)
+    low, high = calibration.interval(scores)
+    inside = np.mean((magnitudes >= low - 0.05) & (magnitudes <= high + 0.05))
+    assert 0.65 < inside <= 1.0
+    assert np.all(high >= low)
+
+
+def test_calibration_json_round_trip_predicts_identically():
+    scores, magnitudes = _noisy_points(seed=2)
+    calibration = MonotoneCalibration().fit(scores, magnitudes)
+    restored = MonotoneCalibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    probe = np.linspace(-5, 5, 101)
+    assert np.array_equal(restored.predict(probe), calibration.predict(probe))
+    assert restored.interval(probe)[0].tolist() == calibration.interval(probe)[0].tolist()
+
+
+def test_unfitted_or_degenerate_calibration_is_refused():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MonotoneCalibration().predict([1.0])
+    with pytest.raises(ValueError, match="at least two"):
+        MonotoneCalibration().fit([1.0], [2.0])
+    with pytest.raises(ValueError, match="finite"):
+        MonotoneCalibration().fit([1.0, np.nan], [2.0, 3.0])
+
+
+def test_cross_fitting_never_lets_an_image_calibrate_itself():
+    # image 0 has scores that map to magnitude 0, image 1 the same scores -> magnitude 3:
+    # cross-fitting must predict each from the *other* image
+    scores = np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0])
+    magnitudes = np.array([0.0, 0.0, 0.0, 3.0, 3.0, 3.0])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    predicted = cross_fitted_predictions(scores, magnitudes, groups)
+    assert np.allclose(predicted[:3], 3.0) and np.allclose(predicted[3:], 0.0)
+
+
+def test_metrics_on_perfect_and_reversed_predictions():
+    true = np.linspace(0, 3, 10)
+    perfect = correlation_metrics(true, true, groups=np.zeros(10))
+    assert perfect["pearson"] == pytest.approx(1) and perfect["spearman"] == pytest.approx(1)
+    assert perfect["mae"] == 0 and perfect["per_image_spearman"] == pytest.approx(1)
+    reversed_ = correlation_metrics(true[::-1], true)
+    assert reversed_["spearman"] == pytest.approx(-1)
+    assert correlation_metrics(np.ones(10), true)["pearson"] == 0.0  # constant: no NaN

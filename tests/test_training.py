@@ -1,0 +1,212 @@
+"""Pair generation, the ranking loss, training, persistence and backbones, with real torch."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import dead_leaves_image
+
+from siamese_quality.distortions import get_distortion
+from siamese_quality.evaluation import evaluate_model
+from siamese_quality.model import QualityBranch, SiameseRanker
+from siamese_quality.pairs import GroupedBatches, SiamesePairDataset
+from siamese_quality.pretext_model import ModelFileError, PretextModel
+from siamese_quality.training import TrainingConfig, ranking_loss, train_pretext_model
+
+
+def _laplacian_variance(image: torch.Tensor) -> float:
+    gray = cv2.cvtColor(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), cv2.COLOR_RGB2GRAY)
+    return cv2.Laplacian(gray, cv2.CV_64F).var()
+
+
+def _sources(count: int, seed: int = 0, size=(200, 160)) -> list[torch.Tensor]:
+    return [
+        torch.from_numpy(dead_leaves_image(seed * 100 + i, size)).permute(2, 0, 1).contiguous()
+        for i in range(count)
+    ]
+
+
+def test_siamese_pairs_label_the_copy_with_the_larger_magnitude():
+    dataset = SiamesePairDataset(_sources(3), get_distortion("blur"), 64, pairs_per_image=8)
+    assert len(dataset) == 24
+    for index in range(len(dataset)):
+        first, second, label, m_first, m_second = dataset[index]
+        assert label.item() == float(m_first > m_second)
+        sharper_first = _laplacian_variance(first) > _laplacian_variance(second)
+        assert sharper_first == (m_first < m_second), index
+    again = dataset[5]
+    assert torch.equal(again[0], dataset[5][0])  # items are deterministic
+
+
+def test_grouped_batches_hold_k_spread_magnitudes_of_each_image():
+    distortion = get_distortion("brightness")
+    batches = GroupedBatches(
+        _sources(5), distortion, 64, images_per_batch=4, magnitudes_per_image=5, seed=1
+    )
+    batch = batches.next_batch()
+    assert batch.images.shape == (20, 3, 64, 64) and batch.images.dtype == torch.uint8
+    assert batch.groups.tolist() == [g for g in range(4) for _ in range(5)]
+    for group in range(4):
+        m = np.sort(batch.magnitudes[batch.groups == group].numpy())
+        slices = np.floor((m - distortion.low) / (distortion.high - distortion.low) * 5)
+        assert slices.tolist() == [0, 1, 2, 3, 4]  # one magnitude per fifth of the range
+    # brighter copies of one image really are brighter
+    for group in range(4):
+        members = batch.groups == group
+        order = np.argsort(batch.magnitudes[members].numpy())
+        means = batch.images[members].amax(1).float().mean((1, 2)).numpy()[order]
+        assert np.all(np.diff(means) > 0)
+
+
+def test_ranking_loss_rewards_the_right_order_and_ignores_cross_pairs_at_weight_zero():
+    magnitudes = torch.tensor([0.0, 1.0, 2.0, 0.0, 1.0, 2.0])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    right = magnitudes * 5
+    assert ranking_loss(right, magnitudes, groups, 0.5, 0.5) < 0.01
+    assert ranking_loss(-right, magnitudes, groups, 0.5, 0.5) > 4
+    # within each image right, across images wrong (image 1 offset far below image 0)
+    offset = right - torch.tensor([0, 0, 0, 100.0, 100, 100])
+    assert ranking_loss(offset, magnitudes, groups, 0.0, 0.5) < 0.01
+    assert ranking_loss(offset, magnitudes, groups, 1.0, 0.5) > 10
+
+
+def test_siamese_ranker_is_the_difference_of_shared_branch_scores():
+    torch.manual_seed(0)
+    branch = QualityBranch().eval()
+    ranker = SiameseRanker(branch)
+    a = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
+    b = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(ranker(a, b), branch(a) - branch(b), atol=1e-5)
+        assert torch.allclose(ranker(a, b), -ranker(b, a), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_short_training_learns_blur_on_unseen_images(tmp_path):
+    from conftest import write_dead_leaves_images
+
+    train = write_dead_leaves_images(tmp_path / "train", 12, size=(200, 160), seed=1)
+    held_out = write_dead_leaves_images(tmp_path / "test", 6, size=(200, 160), seed=2)
+    progress = []
+    config = TrainingConfig(
+        task="blur",
+        working_resolution=64,
+        max_seconds=40,
+        learning_rate=1e-3,
+        patience=1000,
+        seed=0,
+    )
+    model = train_pretext_model(train, config, progress=progress.append)
+    assert model.training["seconds"] < 60
+    assert progress and set(progress[0]) >= {"step", "loss", "val_spearman", "seconds"}
+    report = evaluate_model(model, held_out)
+    assert report["metrics"]["spearman"] > 0.8, report["metrics"]
+    # calibrated output is in the unit: on average within 0.6 px of the true sigma
+    assert report["metrics"]["mae"] < 0.6, report["metrics"]
+
+
+def test_fixed_seed_and_step_budget_give_identical_models():
+    images = [dead_leaves_image(i, (120, 100)) for i in range(5)]
+    config = TrainingConfig(
+        task="noise",
+        working_resolution=48,
+        max_seconds=None,
+        max_steps=6,
+        validation_every=3,
+        images_per_batch=3,
+        magnitudes_per_image=3,
+    )
+    first = train_pretext_model(images, config)
+    second = train_pretext_model(images, config)
+    probe = torch.stack([torch.from_numpy(dead_leaves_image(99, (48, 48))).permute(2, 0, 1)])
+    assert first.training["steps"] == 6 and first.training["stop_reason"] == "max_steps"
+    assert np.array_equal(first.raw_scores(probe), second.raw_scores(probe))
+
+
+def test_save_and_load_give_identical_scores_and_refuse_pickles(tmp_path):
+    images = [dead_leaves_image(i, (120, 100)) for i in range(4)]
+    config = TrainingConfig(
+        task="blur",
+        working_resolution=48,
+        max_seconds=None,
+        max_steps=4,
+        validation_every=2,
+        images_per_batch=2,
+        magnitudes_per_image=3,
+    )
+    model = train_pretext_model(images, config, checkpoint_path=str(tmp_path / "ckpt.pt"))
+    path = str(tmp_path / "model.pt")
+    digest = model.save(path)
+    loaded = PretextModel.load(path, expected_sha256=digest)
+    sources = [dead_leaves_image(50 + i, (90, 70)) for i in range(3)]
+    assert np.array_equal(model.score_images(sources)[1], loaded.score_images(sources)[1])
+    assert loaded.training["config"]["task"] == "blur"
+    assert loaded.calibration.to_dict() == model.calibration.to_dict()
+
+    with pytest.raises(ModelFileError, match="sha256"):
+        PretextModel.load(path, expected_sha256="0" * 64)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pickle payload executed",))
+
+    evil = str(tmp_path / "evil.pt")
+    torch.save({"format": "siamese_quality.pretext_model", "payload": Payload()}, evil)
+    with pytest.raises(ModelFileError, match="not a safe"):
+        PretextModel.load(evil)
+
+
+@pytest.mark.parametrize(
+    "change, parameter",
+    [
+        ({"task": "sharpness"}, "task"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"max_seconds": -5}, "max_seconds"),
+        ({"working_resolution": 0}, "working_resolution"),
+        ({"backbone": "vgg"}, "backbone"),
+        ({"epochs": 0}, "epochs"),
+        ({"magnitudes_per_image": 1}, "magnitudes_per_image"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+    ],
+)
+def test_invalid_parameters_are_refused_naming_the_parameter(change, parameter):
+    with pytest.raises(ValueError, match=parameter if parameter != "task" else "Unknown task"):
+        train_pretext_model([dead_leaves_image(0, (64, 64))] * 3, TrainingConfig(**change))
+
+
+def test_training_skips_unreadable_images_and_stops_when_too_few_remain(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    good = [dead_leaves_image(i, (100, 80)) for i in range(3)]
+    config = TrainingConfig(
+        task="blur",
+        working_resolution=48,
+        max_seconds=None,
+        max_steps=2,
+        validation_every=1,
+        images_per_batch=2,
+        magnitudes_per_image=2,
+    )
+    model = train_pretext_model([*good, str(broken), str(tmp_path / "missing.png")], config)
+    kinds = sorted(s["kind"] for s in model.training["skipped_images"])
+    assert kinds == ["missing", "not_an_image"]
+    with pytest.raises(ValueError, match="Too few readable images.*1 of 3"):
+        train_pretext_model([good[0], str(broken), str(tmp_path / "missing.png")], config)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_backbones_load_a_local_pretrained_weights_file(tmp_path, backbone):
+    import torchvision.models as tvm
+
+    reference = getattr(tvm, backbone)(weights=None)
+    path = tmp_path / f"{backbone}.pth"
+    torch.save(reference.state_dict(), path)
+    branch = QualityBranch(backbone, pretrained=str(path))
+    first_conv = next(k for k in reference.state_dict() if k.endswith("weight"))
+    assert torch.equal(branch.encoder.state_dict()[first_conv], reference.state_dict()[first_conv])
+    assert branch(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (2,)
+
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match=f"not {backbone} weights"):
+        QualityBranch(backbone, pretrained=str(wrong))
