@@ -23,11 +23,10 @@ import time
 import torch
 
 from siamese_quality.distortions import list_distortions
+from siamese_quality.evaluation import PUBLISHED_CORRELATIONS as PUBLISHED
 from siamese_quality.evaluation import evaluate_model
 from siamese_quality.training import TrainingConfig, train_pretext_model
 
-# Correlation between output and true magnitude reported by the public write-up
-PUBLISHED = {"blur": 0.955, "brightness": 0.775, "rotation": 0.37}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -78,6 +77,7 @@ def run_task(task: str, train: list[str], test: list[str], args) -> dict:
         "alternative_spearman": alternative["metrics"]["spearman"],
         "validation_spearman": model.evaluation["metrics"]["spearman"],
         "train_seconds": train_seconds,
+        "backbone": model.branch.backbone,
         "steps": model.training["steps"],
         "stop_reason": model.training["stop_reason"],
     }
@@ -94,18 +94,20 @@ def print_table(rows: list[dict]) -> None:
         "ours Pearson",
         "ours Spearman",
         "baseline Spearman",
+        "beats baseline",
         "alt-impl Spearman",
         "MAE (unit)",
         "baseline MAE",
         "train s",
-        "verdict",
+        "target",
     )
     lines = []
     for r in rows:
-        beats_published = r["published"] is None or r["pearson"] > r["published"]
         beats_baseline = r["baseline_spearman"] is None or r["spearman"] > r["baseline_spearman"]
-        target = r["spearman"] >= 0.9 if r["published"] is None else True
-        verdict = "ok" if (beats_published and beats_baseline and target) else "MISS"
+        if r["published"] is not None:  # target: beat the write-up and the baseline
+            met = r["pearson"] > r["published"] and beats_baseline
+        else:  # target: Spearman >= 0.9
+            met = r["spearman"] >= 0.9
         lines.append(
             (
                 r["task"],
@@ -113,11 +115,12 @@ def print_table(rows: list[dict]) -> None:
                 _fmt(r["pearson"]),
                 _fmt(r["spearman"]),
                 _fmt(r["baseline_spearman"]),
+                "yes" if beats_baseline else "no",
                 _fmt(r["alternative_spearman"]),
                 f"{_fmt(r['mae'], 2)} {r['unit']}",
                 _fmt(r["baseline_mae"], 2),
                 f"{r['train_seconds']:.0f}",
-                verdict,
+                "met" if met else "MISSED",
             )
         )
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--working-resolution", type=int, default=128)
-    parser.add_argument("--backbone", default="small_cnn")
+    parser.add_argument("--backbone", default=None, help="default: each task's own default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -157,9 +160,21 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
+    def save() -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                summary = {
+                    "train_images": len(train),
+                    "test_images": len(test),
+                    "max_seconds": args.max_seconds,
+                    "tasks": rows,
+                }
+                json.dump(summary, f, indent=2)
+
     rows = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         rows.append(run_task(task, train, test, args))
+        save()  # after every task: a long run keeps what it measured
         print(
             f"  {task}: Pearson {rows[-1]['pearson']:.3f}, Spearman {rows[-1]['spearman']:.3f}"
             f" ({rows[-1]['steps']} steps, {rows[-1]['stop_reason']})",
@@ -167,18 +182,6 @@ def main(argv: list[str] | None = None) -> None:
         )
     print()
     print_table(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "train_images": len(train),
-                    "test_images": len(test),
-                    "max_seconds": args.max_seconds,
-                    "tasks": rows,
-                },
-                f,
-                indent=2,
-            )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -61,6 +61,8 @@ class Distortion:
             for this task, used as training augmentation: ``"turns"`` (vertical
             flips, 90-degree turns), ``"channels"`` (colour channel order),
             ``"tone"`` (gamma)
+        training_defaults: :class:`~siamese_quality.training.TrainingConfig` values
+            that suit this task (``backbone``, ``learning_rate``, ``patch_fraction``)
     """
 
     name: str
@@ -76,6 +78,10 @@ class Distortion:
     supersample: int = 1
     input_crop: float = 1.0
     invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
+    # local evidence: half-size crops train ~4x more examples per second
+    training_defaults: Mapping[str, object] = field(
+        default_factory=lambda: {"backbone": "small_cnn", "patch_fraction": 0.5}
+    )
 
     def severity(self, magnitude: float) -> float:
         """How far ``magnitude`` is from the undistorted image, >= 0, in the unit."""
@@ -400,7 +406,13 @@ register_distortion(
         # 3 % inside the inscribed square: its corners touch the border, where bilinear
         # interpolation already mixes in the empty fill
         input_crop=0.97 * inscribed_crop_fraction(ROTATION_MAX_DEGREES),
-        invariances=frozenset({"channels", "tone"}),  # turning the source would change "level"
+        # a level source turned by 90 degrees is still level: its edges stay at 0 and 90
+        invariances=frozenset({"turns", "channels", "tone"}),
+        training_defaults={
+            "backbone": "orientation",
+            "learning_rate": 3e-3,
+            "patch_fraction": 1.0,
+        },
         description="Tilt about the image centre; positive is counter-clockwise",
     )
 )
@@ -454,6 +466,8 @@ register_distortion(
         identity=1.0,
         two_sided=True,
         invariances=frozenset({"turns", "channels"}),
+        # contrast pivots on the whole image's mean grey: larger crops see more of it
+        training_defaults={"backbone": "small_cnn", "patch_fraction": 0.75},
         description="Contrast scaled about the mean grey; below 1 is flatter",
     )
 )

@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-BACKBONES = ("small_cnn", "resnet18", "mobilenet_v3_small")
+BACKBONES = ("small_cnn", "orientation", "resnet18", "mobilenet_v3_small")
 DEFAULT_BACKBONE = "small_cnn"
 
 # Fixed normalisation (no per-image statistics): absolute brightness must stay visible
@@ -32,13 +32,14 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class SmallCNN(nn.Module):
     """A small CNN trained from scratch; sees every pixel in its first (strided) layer.
 
-    Global average *and* standard-deviation pooling of the last features: the spread
-    of a response over the image (e.g. of edge energy) is itself a quality cue.
+    The last feature maps are pooled four ways: mean and standard deviation over the
+    image, and their logarithms. The spread of a response (e.g. of edge energy) is
+    itself a quality cue, and log-pooled features let a linear head form *ratios*
+    of energies, which do not depend on how much texture an image happens to have.
     """
 
-    def __init__(self, width: int = 24, pool: str = "log"):
+    def __init__(self, width: int = 24):
         super().__init__()
-        self.pool = pool
         w = width
         self.features = nn.Sequential(
             _conv_bn_relu(3, w, stride=2),
@@ -48,21 +49,82 @@ class SmallCNN(nn.Module):
             _conv_bn_relu(2 * w, 4 * w, stride=2),
             _conv_bn_relu(4 * w, 4 * w),
         )
-        self.out_features = 8 * w
-        if pool == "attention":
-            self.attention = nn.Conv2d(4 * w, 1, 1)
+        self.out_features = 16 * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmap = self.features(x)
-        f = fmap.flatten(2)
+        f = self.features(x).flatten(2)
         mean, std = f.mean(dim=2), f.std(dim=2)
-        if self.pool == "attention":
-            weights = torch.softmax(self.attention(fmap).flatten(2), dim=2)
-            attended = (f * weights).sum(dim=2)
-            return torch.cat([torch.log(attended + 1e-3), torch.log(mean + 1e-3)], dim=1)
-        if self.pool == "log":
-            return torch.cat([torch.log(mean + 1e-3), torch.log(std + 1e-3)], dim=1)
-        return torch.cat([mean, std], dim=1)
+        # eps 1e-2: larger than typical for log pooling; with 1e-3 sparse features
+        # gave huge gradients and training stalled on JPEG
+        return torch.cat([mean, std, torch.log(mean + 1e-2), torch.log(std + 1e-2)], dim=1)
+
+
+class OrientationHistogramNet(nn.Module):
+    """Tilt scorer: a learned 1-D network over the image's histogram of edge orientations.
+
+    Edges of level scenes cluster at 0 and 90 degrees, and a tilt shifts every edge
+    orientation by the same angle. The fixed front end (Sobel gradients at two scales,
+    magnitude-weighted orientation histograms with linear binning) turns the image
+    into that distribution; the learned part reads how far the near-horizontal and
+    near-vertical edges sit from exactly 0 and 90 degrees. It sees only a window of
+    +-``window`` degrees around each (diagonal structure says nothing about level),
+    both windows stacked as channels. The score is made odd under mirroring
+    (``g(h) - g(mirror(h))``): a mirrored image has the opposite tilt, and a
+    mirror-symmetric scene scores exactly 0.
+    """
+
+    def __init__(self, window: int = 24):
+        super().__init__()
+        self.window = window  # one bin per degree
+        sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+        self.register_buffer("sobel", torch.stack([sobel_x, sobel_x.t()])[:, None])
+        channels = 8  # 2 scales x 2 weightings x 2 windows, one bin per degree
+        # A linear reader: a few photos are enough to fit it. It starts as the classical
+        # estimator, minus the mean offset of the edges from 0 / 90 degrees (a rotation
+        # by +theta moves them by -theta), and training reweighs bins and channels.
+        self.reader = nn.Sequential(nn.Flatten(), nn.Linear(channels * 2 * window, 1))
+        offsets = torch.arange(2 * window, dtype=torch.float32) - (window - 0.5)
+        template = -(offsets / window).repeat(channels) / channels
+        with torch.no_grad():
+            self.reader[1].weight.copy_(template[None])
+            self.reader[1].bias.zero_()
+        self.out_features = 1
+
+    @torch.no_grad()
+    def histograms(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, 8, 2 * window) orientation histograms.
+
+        Bin ``i`` of a window covers edge orientations ``[i - window, i - window + 1)``
+        degrees away from horizontal (channels 0-3) or vertical (channels 4-7).
+        """
+        gray = x.mean(dim=1, keepdim=True)
+        full = []
+        for image in (gray, nn.functional.avg_pool2d(gray, 2)):
+            gradient = nn.functional.conv2d(image, self.sobel)
+            magnitude = gradient.pow(2).sum(1).add(1e-12).sqrt().flatten(1)
+            # edge orientation in [0, 180): the gradient direction turned by 90 degrees
+            angle = torch.rad2deg(torch.atan2(gradient[:, 1], gradient[:, 0])).flatten(1)
+            position = torch.remainder(angle + 90.0, 180.0)
+            lower = position.floor().long() % 180
+            upper_share = position - position.floor()
+            for weight in (magnitude, magnitude.sqrt()):
+                histogram = torch.zeros(len(x), 180, device=x.device)
+                histogram.scatter_add_(1, lower, weight * (1 - upper_share))
+                histogram.scatter_add_(1, (lower + 1) % 180, weight * upper_share)
+                full.append(histogram / histogram.sum(1, keepdim=True).clamp(min=1e-12))
+        full = torch.stack(full, dim=1)  # (N, 4, 180), bin b: orientation [b, b + 1)
+        w = self.window
+        horizontal = torch.roll(full, w, dims=-1)[..., : 2 * w]
+        vertical = full[..., 90 - w : 90 + w]
+        windows = torch.cat([horizontal, vertical], dim=1)
+        # shape within each window, independent of how much diagonal structure there is
+        return windows / windows.sum(-1, keepdim=True).clamp(min=1e-12) * (2 * w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        histogram = self.histograms(x)
+        # mirroring maps orientation phi to 180 - phi: each window reverses in place
+        mirrored = histogram.flip(-1)
+        return self.reader(histogram) - self.reader(mirrored)
 
 
 def _load_state_dict_file(path: str) -> dict:
@@ -83,10 +145,10 @@ def build_encoder(backbone: str, pretrained: bool | str = False) -> tuple[nn.Mod
             ImageNet weights (downloaded once to torch's cache), a path loads a local
             state-dict file (``weights_only=True``) for offline machines.
     """
-    if backbone == "small_cnn":
+    if backbone in ("small_cnn", "orientation"):
         if pretrained:
-            raise ValueError("small_cnn has no pretrained weights; it trains from scratch")
-        encoder = SmallCNN()
+            raise ValueError(f"{backbone} has no pretrained weights; it trains from scratch")
+        encoder = SmallCNN() if backbone == "small_cnn" else OrientationHistogramNet()
         return encoder, encoder.out_features
 
     import torchvision.models as tvm
@@ -122,10 +184,17 @@ class QualityBranch(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.encoder, features = build_encoder(backbone, pretrained)
-        self.head = nn.Sequential(nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+        if backbone == "orientation":
+            # the encoder already gives the (mirror-odd) score: keep it odd, start as is
+            self.head = nn.Linear(1, 1, bias=False)
+            nn.init.ones_(self.head.weight)
+        else:
+            self.head = nn.Sequential(
+                nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
+            )
         mean, std = (
             (_SMALL_CNN_MEAN, _SMALL_CNN_STD)
-            if backbone == "small_cnn"
+            if backbone in ("small_cnn", "orientation")
             else (_IMAGENET_MEAN, _IMAGENET_STD)
         )
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)

@@ -26,6 +26,23 @@ class ModelFileError(ValueError):
     """A model file is not a valid siamese_quality model (or fails its checksum)."""
 
 
+def plain(value):
+    """``value`` with NumPy scalars and arrays turned into Python numbers and lists.
+
+    Model files are loaded with ``weights_only=True``, which (rightly) refuses any
+    object that is not a tensor or a plain Python value.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def sha256_of_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -95,17 +112,20 @@ class PretextModel:
     # --- persistence -------------------------------------------------------------------
 
     def state(self) -> dict:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "backbone": self.branch.backbone,
-            "distortion": self.distortion_info,
-            "working_resolution": self.working_resolution,
-            "calibration": self.calibration.to_dict() if self.calibration else None,
-            "training": self.training,
-            "evaluation": self.evaluation,
-            "state_dict": {k: v.detach().cpu() for k, v in self.branch.state_dict().items()},
-        }
+        metadata = plain(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "backbone": self.branch.backbone,
+                "distortion": self.distortion_info,
+                "working_resolution": self.working_resolution,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "training": self.training,
+                "evaluation": self.evaluation,
+            }
+        )
+        state_dict = {k: v.detach().cpu() for k, v in self.branch.state_dict().items()}
+        return {**metadata, "state_dict": state_dict}
 
     def save(self, path: str) -> str:
         """Writes the model to ``path`` atomically and returns the file's sha256."""
@@ -141,8 +161,14 @@ class PretextModel:
                 f"{path}: model format version {state.get('format_version')} is not supported "
                 f"(this library reads version {FORMAT_VERSION})"
             )
-        branch = QualityBranch(state["backbone"])
-        branch.load_state_dict(state["state_dict"])
+        try:
+            branch = QualityBranch(state["backbone"])
+            branch.load_state_dict(state["state_dict"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise ModelFileError(
+                f"{path}: weights do not fit a {state.get('backbone')!r} "
+                f"branch of this library version ({e})"
+            ) from None
         branch.to(device).eval()
         calibration = (
             MonotoneCalibration.from_dict(state["calibration"])

@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -39,58 +39,63 @@ class TrainingConfig:
     """Everything that determines a training run (stored with the model)."""
 
     task: str = "blur"
-    backbone: str = "small_cnn"
+    backbone: str | None = None  # None: the task's default (see Distortion.training_defaults)
     pretrained: bool | str = False
     working_resolution: int = 128
-    patch_size: int | None = None  # training crops at working scale; None: whole image
+    # side of the training crops as a fraction of the working resolution (same scale);
+    # 1.0: whole images. None: the task's default
+    patch_fraction: float | None = None
     max_seconds: float | None = 120.0
     epochs: int | None = None
     max_steps: int | None = None
     images_per_batch: int = 8
     magnitudes_per_image: int = 6
-    learning_rate: float = 2e-3
+    learning_rate: float | None = None  # None: the task's default
     weight_decay: float = 1e-4
     cross_image_weight: float = 0.5
     cross_image_min_gap: float = 0.15  # fraction of the magnitude range
     validation_fraction: float = 0.25
     validation_every: int = 20
-    patience: int = 10
+    patience: int = 25
     min_images: int = 2
     seed: int = 0
     device: str | None = None
 
+    def resolved(self) -> TrainingConfig:
+        """A copy with every ``None`` default filled in from the task's defaults."""
+        defaults = {"backbone": "small_cnn", "learning_rate": 1e-3, "patch_fraction": 1.0}
+        defaults.update(get_distortion(self.task).training_defaults)
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return replace(self, **changes)
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first invalid parameter."""
-        get_distortion(self.task)
-        if self.backbone not in BACKBONES:
+        c = self.resolved()  # also checks the task
+        if c.backbone not in BACKBONES:
+            raise ValueError(f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}")
+        if not isinstance(c.working_resolution, int) or c.working_resolution < 32:
             raise ValueError(
-                f"backbone: unknown {self.backbone!r}; available: {', '.join(BACKBONES)}"
-            )
-        if not isinstance(self.working_resolution, int) or self.working_resolution < 32:
-            raise ValueError(
-                f"working_resolution must be an integer >= 32, got {self.working_resolution!r}"
+                f"working_resolution must be an integer >= 32, got {c.working_resolution!r}"
             )
         for name in ("max_seconds", "epochs", "max_steps"):
-            value = getattr(self, name)
+            value = getattr(c, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
-        if self.max_seconds is None and self.epochs is None and self.max_steps is None:
+        if c.max_seconds is None and c.epochs is None and c.max_steps is None:
             raise ValueError("set at least one budget: max_seconds, epochs or max_steps")
         for name in ("images_per_batch", "validation_every", "patience", "min_images"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.magnitudes_per_image < 2:
+            if getattr(c, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(c, name)!r}")
+        if c.magnitudes_per_image < 2:
             raise ValueError("magnitudes_per_image must be at least 2")
-        if not 0 < self.validation_fraction < 1:
+        if not 0 < c.validation_fraction < 1:
             raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+                f"validation_fraction must be in (0, 1), got {c.validation_fraction!r}"
             )
-        if self.patch_size is not None and not 16 <= self.patch_size <= self.working_resolution:
-            raise ValueError(
-                f"patch_size must be in [16, working_resolution], got {self.patch_size!r}"
-            )
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not 0 < c.patch_fraction <= 1:
+            raise ValueError(f"patch_fraction must be in (0, 1], got {c.patch_fraction!r}")
+        if c.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {c.learning_rate!r}")
 
 
 @dataclass
@@ -159,6 +164,14 @@ def _spearman(scores: np.ndarray, evaluation: EvaluationSet) -> float:
     return float(spearmanr(scores, evaluation.magnitudes)[0])
 
 
+def _budget_used(config: TrainingConfig, step: int, max_steps: float, started: float) -> float:
+    """Fraction of the training budget spent: steps or seconds, whichever is further."""
+    done = step / max_steps if math.isfinite(max_steps) else 0.0
+    if config.max_seconds is not None:
+        done = max(done, (time.monotonic() - started) / config.max_seconds)
+    return done
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -180,15 +193,15 @@ def train_pretext_model(
 
     Args:
         images: image paths, PIL images or uint8 arrays; unreadable ones are skipped
-        progress: called with ``{"step", "epoch", "seconds", "loss", "val_spearman"}``
-            after each validation
+        progress: called with ``{"step", "epoch", "seconds", "loss", "val_spearman",
+            "fraction"}`` after each validation (``fraction``: share of the budget used)
         checkpoint_path: if set, the best model so far is saved there during training
 
     Returns:
         the model, calibrated on the validation images, with ``training`` (config,
         curve, stop reason) and ``evaluation`` (held-out metrics and points)
     """
-    config = config or TrainingConfig()
+    config = (config or TrainingConfig()).resolved()
     config.validate()
     _seed_everything(config.seed)
     started = time.monotonic()
@@ -208,7 +221,7 @@ def train_pretext_model(
         config.magnitudes_per_image,
         augmentation,
         seed=config.seed,
-        patch_size=config.patch_size,
+        patch_size=max(16, round(config.working_resolution * config.patch_fraction)),
     )
     branch = QualityBranch(config.backbone, config.pretrained).to(device)
     optimizer = torch.optim.AdamW(
@@ -235,9 +248,7 @@ def train_pretext_model(
             stop_reason = "max_seconds"
             break
         # Cosine learning-rate decay over the budget (steps or seconds, whichever ends first)
-        done = step / max_steps if math.isfinite(max_steps) else 0.0
-        if config.max_seconds is not None:
-            done = max(done, (time.monotonic() - started) / config.max_seconds)
+        done = _budget_used(config, step, max_steps, started)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
         batch: GroupedBatch = batches.next_batch()
@@ -265,6 +276,7 @@ def train_pretext_model(
                 "seconds": round(time.monotonic() - started, 2),
                 "loss": float(np.mean(losses[-config.validation_every :])),
                 "val_spearman": spearman,
+                "fraction": min(1.0, _budget_used(config, step, max_steps, started)),
             }
             history.append(record)
             if progress is not None:
@@ -280,7 +292,8 @@ def train_pretext_model(
                     make_model(branch).save(checkpoint_path)
             else:
                 stale += 1
-                if stale >= config.patience:
+                # some tasks sit on a plateau before they take off: never give up early
+                if stale >= config.patience and record["fraction"] >= 0.5:
                     stop_reason = "early_stopping"
                     break
 
@@ -289,7 +302,9 @@ def train_pretext_model(
     branch.eval()
     model = make_model(branch)
     val_scores = model.branch.score(validation.images).numpy().astype(np.float64)
-    model.calibration = MonotoneCalibration().fit(val_scores, validation.magnitudes)
+    model.calibration = MonotoneCalibration().fit(
+        val_scores, validation.magnitudes, kind="auto", groups=validation.groups
+    )
     model.evaluation = evaluation_report(val_scores, validation, config.task)
     model.training = {
         "config": {

@@ -1,0 +1,99 @@
+"""Batch scoring of image files with one or several models, decoding each image once.
+
+No FiftyOne here: files in, scores out, in batches, so callers can write results
+as they go (and keep them if the job is interrupted).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+
+from .images import ImageLoadError, center_crop, decode, to_tensor
+from .pretext_model import PretextModel
+
+
+@dataclass
+class ScoredBatch:
+    """Scores of one batch; ``indices`` point into the scored sequence of files."""
+
+    indices: list[int]
+    raw: dict[str, np.ndarray]  # model name -> raw branch scores, aligned with indices
+    calibrated: dict[str, np.ndarray]  # model name -> magnitudes in the model's unit
+    failures: list[dict] = field(default_factory=list)  # {"index", "kind", "message"}
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes each file once and returns it at every requested working resolution."""
+
+    def __init__(self, paths: Sequence[str], resolutions: Sequence[int]):
+        self.paths = list(paths)
+        self.resolutions = sorted(set(resolutions), reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            image = to_tensor(decode(self.paths[index], self.resolutions[0]))
+        except ImageLoadError as e:
+            return index, None, {"kind": e.kind, "message": str(e)}
+        except Exception as e:  # anything else a broken file can raise in a decoder
+            return index, None, {"kind": "corrupt", "message": f"{self.paths[index]}: {e}"}
+        squares = {}
+        for size in self.resolutions:
+            scaled = (
+                image if size == self.resolutions[0] else F.resize(image, [size], antialias=True)
+            )
+            squares[size] = center_crop(scaled, size)
+        return index, squares, None
+
+
+def _collate(items):
+    return items  # variable content (failures): batching happens in iter_model_scores
+
+
+def default_num_workers(count: int) -> int:
+    """Decoding workers: none for small jobs, else up to half the CPUs (at least 1)."""
+    if count < 200:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def iter_model_scores(
+    paths: Sequence[str],
+    models: dict[str, PretextModel],
+    batch_size: int = 64,
+    num_workers: int | None = None,
+) -> Iterator[ScoredBatch]:
+    """Scores ``paths`` with every model in ``models``, one batch at a time.
+
+    Unreadable files are reported in ``failures`` and get no score; the others are
+    scored by every model from a single decode.
+    """
+    if not models:
+        raise ValueError("no models to score with")
+    workers = default_num_workers(len(paths)) if num_workers is None else num_workers
+    dataset = _ImageFiles(paths, [m.working_resolution for m in models.values()])
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    for items in loader:
+        ok = [(index, squares) for index, squares, failure in items if failure is None]
+        failures = [{"index": index, **failure} for index, _, failure in items if failure]
+        raw, calibrated = {}, {}
+        if ok:
+            for name, model in models.items():
+                images = torch.stack([squares[model.working_resolution] for _, squares in ok])
+                raw[name] = model.raw_scores(images, batch_size)
+                calibrated[name] = model.calibrated(raw[name])
+        yield ScoredBatch([index for index, _ in ok], raw, calibrated, failures)
