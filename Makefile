@@ -22,3 +22,6 @@ lint: setup
 
 clean:
 	rm -rf .venv .plugins data .pytest_cache .ruff_cache
+
+app: setup
+	$(PY) -m siamese_quality.demo --data-dir data/demo --app

@@ -8,3 +8,29 @@ the FiftyOne-facing SDK functions are loaded on first use so that
 __version__ = "0.1.0"
 
 PLUGIN_NAME = "@siamese-quality/siamese_quality"
+
+_SDK_NAMES = (
+    "train",
+    "score",
+    "evaluate",
+    "list_models",
+    "load_model",
+    "delete_model",
+    "export_model",
+    "import_model",
+    "model_info",
+    "ModelInfo",
+)
+
+
+def __getattr__(name: str):
+    # The SDK imports FiftyOne and torch: load it on first use only
+    if name in _SDK_NAMES:
+        from . import sdk
+
+        return getattr(sdk, name)
+    raise AttributeError(f"module 'siamese_quality' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SDK_NAMES])

@@ -1,6 +1,8 @@
 """Shared test set-up: real FiftyOne on the local MongoDB, in a database of its own."""
 
 import os
+import shutil
+import tempfile
 import uuid
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -10,6 +12,11 @@ PLUGINS_DIR = os.path.join(REPO_ROOT, ".plugins")
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "siamese_quality_tests")
 os.environ["FIFTYONE_PLUGINS_DIR"] = PLUGINS_DIR
+# model weights of the tests go to a throwaway folder, never the user's
+_TEST_MODELS_DIR = None
+if "SIAMESE_QUALITY_MODELS_DIR" not in os.environ:
+    _TEST_MODELS_DIR = tempfile.mkdtemp(prefix="sq-test-models-")
+    os.environ["SIAMESE_QUALITY_MODELS_DIR"] = _TEST_MODELS_DIR
 os.makedirs(PLUGINS_DIR, exist_ok=True)
 if not os.path.exists(os.path.join(PLUGINS_DIR, "siamese_quality")):
     os.symlink(REPO_ROOT, os.path.join(PLUGINS_DIR, "siamese_quality"))
@@ -18,6 +25,11 @@ import fiftyone as fo  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _TEST_MODELS_DIR:
+        shutil.rmtree(_TEST_MODELS_DIR, ignore_errors=True)
 
 
 def unique_name(prefix: str = "sq-test") -> str:
@@ -84,3 +96,41 @@ def write_generated_images(folder, count: int, size=(96, 64), seed: int = 0) -> 
         image.save(path, quality=95)
         paths.append(path)
     return paths
+
+
+TINY_TRAINING = {
+    "working_resolution": 48,
+    "max_seconds": None,
+    "max_steps": 12,
+    "validation_every": 4,
+    "images_per_batch": 3,
+    "magnitudes_per_image": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory) -> dict[str, str]:
+    """Exported model files (blur, rotation), trained for a few steps on generated images.
+
+    Quality does not matter here: these tests check plumbing, and importing a file
+    is much faster than training per test.
+    """
+    from siamese_quality.training import TrainingConfig, train_pretext_model
+
+    folder = tmp_path_factory.mktemp("models")
+    images = [dead_leaves_image(100 + i, (120, 96)) for i in range(6)]
+    files = {}
+    for task in ("blur", "rotation"):
+        model = train_pretext_model(images, TrainingConfig(task=task, **TINY_TRAINING))
+        files[task] = str(folder / f"{task}.pt")
+        model.save(files[task])
+    return files
+
+
+@pytest.fixture
+def image_dataset(dataset_factory, tmp_path):
+    """A dataset of 12 generated images (files on disk)."""
+    ds = dataset_factory()
+    paths = write_dead_leaves_images(tmp_path / "images", 12, size=(120, 96), seed=7)
+    ds.add_samples([fo.Sample(filepath=p) for p in paths])
+    return ds

@@ -1,62 +1,587 @@
-"""Operators of the siamese_quality plugin."""
+"""Operators of the siamese_quality plugin: thin forms over the SDK.
+
+Each operator validates its inputs in ``resolve_input`` (the App shows the message
+next to the field) and calls one SDK function in ``execute``.
+"""
+
+from __future__ import annotations
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone.core.fields import FloatField, IntField
 
+# --- shared form pieces --------------------------------------------------------------
 
-def _numeric_fields(dataset) -> list[str]:
-    schema = dataset.get_field_schema(ftype=(FloatField, IntField))
+
+def _model_keys(ctx) -> list[str]:
+    from siamese_quality import runs
+
+    return runs.list_model_keys(ctx.dataset) if ctx.dataset is not None else []
+
+
+def _numeric_fields(ctx) -> list[str]:
+    schema = ctx.dataset.get_field_schema(ftype=(FloatField, IntField))
     return sorted(schema)
 
 
-class SortByQuality(foo.Operator):
-    """Sorts the current view by a quality field."""
+def _dropdown(inputs, name: str, values: list[str], label: str, default=None, **kwargs):
+    choices = types.Dropdown()
+    for value in values:
+        choices.add_choice(value, label=value)
+    return inputs.enum(
+        name,
+        choices.values(),
+        default=default if default in values else (values[0] if values else None),
+        label=label,
+        view=choices,
+        **kwargs,
+    )
 
+
+def _notice(inputs, name: str, label: str, description: str) -> types.Property:
+    inputs.view(name, types.Warning(label=label, description=description))
+    return types.Property(inputs)
+
+
+def _invalid(prop: types.Property, message: str) -> None:
+    prop.invalid = True
+    prop.error_message = message
+
+
+def _images_only(ctx, inputs) -> bool:
+    media_type = ctx.dataset.media_type if ctx.dataset is not None else None
+    if media_type != "image":
+        inputs.view(
+            "not_images",
+            types.Error(
+                label="Images only",
+                description=f"siamese_quality works on image datasets; this one is {media_type!r}.",
+            ),
+        )
+        return False
+    return True
+
+
+# --- training ------------------------------------------------------------------------
+
+
+class TrainModel(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="train_quality_model",
+            label="Siamese quality: train model",
+            description="Train a self-supervised quality model on the images (no labels)",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        from siamese_quality.distortions import list_distortions
+        from siamese_quality.model import BACKBONES
+
+        inputs = types.Object()
+        if not _images_only(ctx, inputs):
+            return types.Property(inputs)
+        trained = set(_model_keys(ctx))
+        tasks = list_distortions()
+        untrained = [t for t in tasks if t not in trained]
+        task = ctx.params.get("task") or (untrained[0] if untrained else tasks[0])
+        _dropdown(
+            inputs,
+            "task",
+            tasks,
+            "Distortion",
+            default=task,
+            required=True,
+            description="What the model learns to measure",
+        )
+        key_prop = inputs.str(
+            "key",
+            default=task,
+            required=True,
+            label="Model key",
+            description="Name of the model on this dataset",
+        )
+        key = ctx.params.get("key") or task
+        overwrite = bool(ctx.params.get("overwrite", False))
+        if not key.isidentifier():
+            _invalid(key_prop, "Use letters, digits and underscores only")
+        elif key in trained and not overwrite:
+            _invalid(key_prop, f"A model '{key}' exists: choose another key or overwrite")
+        _dropdown(
+            inputs, "backbone", ["task default", *BACKBONES], "Backbone", default="task default"
+        )
+        seconds = inputs.float(
+            "max_seconds", default=120.0, required=True, min=1.0, label="Time budget (seconds)"
+        )
+        if (ctx.params.get("max_seconds") or 120.0) <= 0:
+            _invalid(seconds, "The time budget must be positive")
+        inputs.int(
+            "epochs",
+            label="Epochs (optional)",
+            description="Stop after this many "
+            "passes over the images, if sooner than the time budget",
+        )
+        resolution = inputs.int(
+            "working_resolution", default=128, required=True, label="Working resolution (px)"
+        )
+        if (ctx.params.get("working_resolution") or 128) < 32:
+            _invalid(resolution, "The working resolution must be at least 32 px")
+        inputs.bool("overwrite", default=False, label="Overwrite an existing model")
+        ctx.target_view()  # adds the view-target choice
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        backbone = ctx.params.get("backbone")
+        options = {"working_resolution": ctx.params.get("working_resolution") or 128}
+        if ctx.params.get("epochs"):
+            options["epochs"] = ctx.params["epochs"]
+        info = sq.train(
+            ctx.target_view(),
+            task=ctx.params["task"],
+            key=ctx.params.get("key") or ctx.params["task"],
+            max_seconds=ctx.params.get("max_seconds") or 120.0,
+            backbone=None if backbone in (None, "task default") else backbone,
+            overwrite=bool(ctx.params.get("overwrite", False)),
+            progress=lambda record: ctx.set_progress(
+                progress=record["fraction"], label=f"step {record['step']}"
+            ),
+            **options,
+        )
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+        return {"key": info.key, "metrics": info.metrics, "baseline": info.baseline}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("key", label="Model")
+        outputs.obj("metrics", label="Held-out metrics", view=types.JSONView())
+        return types.Property(outputs)
+
+
+# --- scoring -------------------------------------------------------------------------
+
+
+class ScoreSamples(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="score_quality",
+            label="Siamese quality: score samples",
+            description="Write calibrated quality fields with one or several models",
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if not _images_only(ctx, inputs):
+            return types.Property(inputs)
+        keys = _model_keys(ctx)
+        if not keys:
+            return _notice(
+                inputs,
+                "no_models",
+                "No models yet",
+                "Train a model first (Siamese quality: train model).",
+            )
+        choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
+        for key in keys:
+            choices.add_choice(key, label=key)
+        keys_prop = inputs.list(
+            "keys",
+            types.String(),
+            default=keys,
+            required=True,
+            label="Models",
+            description="Each writes a field named after its key (and <key>_raw)",
+            view=choices,
+        )
+        if ctx.params.get("keys") == []:
+            _invalid(keys_prop, "Choose at least one model")
+        else:
+            from siamese_quality.sdk import check_scoring_request
+
+            try:
+                check_scoring_request(
+                    ctx.dataset,
+                    ctx.params.get("keys") or keys,
+                    ctx.params.get("fields"),
+                    bool(ctx.params.get("overwrite", False)),
+                )
+            except ValueError as e:
+                _invalid(keys_prop, str(e))
+        inputs.bool("overwrite", default=False, label="Overwrite fields I created myself")
+        inputs.int(
+            "num_shards",
+            default=1,
+            min=1,
+            label="Shards",
+            description="Split into this many delegated operations (for several "
+            "workers); 1 scores in this operation",
+        )
+        ctx.target_view()
+        return types.Property(inputs)
+
+    def resolve_delegation(self, ctx):
+        if (ctx.params.get("num_shards") or 1) > 1:
+            return False  # the parent only queues its shards, which are delegated
+        return None
+
+    def execute(self, ctx):
+        import siamese_quality.sdk as sdk
+
+        view = ctx.target_view()
+        keys = ctx.params.get("keys") or _model_keys(ctx)
+        fields = ctx.params.get("fields")  # set by a sharded parent
+        overwrite = bool(ctx.params.get("overwrite", False))
+        num_shards = int(ctx.params.get("num_shards") or 1)
+        if num_shards > 1:
+            queued = sdk.queue_scoring_shards(view, keys, num_shards, fields, overwrite)
+            yield ctx.ops.notify(f"Queued {len(queued)} scoring operations")
+            return
+        plan = sdk.plan_scoring(
+            view, keys, fields, overwrite, num_workers=None if ctx.delegated else 0
+        )
+        steps = sdk.run_scoring(plan)
+        summary = None
+        while summary is None:
+            try:
+                fraction = next(steps)
+            except StopIteration as done:
+                summary = done.value
+                break
+            if ctx.delegated:
+                ctx.set_progress(progress=fraction)
+            else:
+                yield ctx.ops.set_progress(progress=fraction)
+        if not ctx.delegated:
+            yield ctx.ops.reload_dataset()
+            yield ctx.ops.notify(summary["message"])
+
+
+# --- evaluation and model management ------------------------------------------------
+
+
+def _model_input(ctx, inputs, label: str = "Model") -> str | None:
+    keys = _model_keys(ctx)
+    if not keys:
+        _notice(
+            inputs,
+            "no_models",
+            "No models yet",
+            "Train a model first (Siamese quality: train model).",
+        )
+        return None
+    _dropdown(inputs, "key", keys, label, default=ctx.params.get("key"), required=True)
+    return ctx.params.get("key") or keys[0]
+
+
+class EvaluateModel(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="evaluate_quality_model",
+            label="Siamese quality: evaluate model",
+            description="Re-measure a model's calibration and correlation on these images",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if not _images_only(ctx, inputs) or _model_input(ctx, inputs) is None:
+            return types.Property(inputs)
+        _dropdown(
+            inputs,
+            "implementation",
+            ["reference", "alternative"],
+            "Distortion implementation",
+            default="reference",
+            description="'alternative' distorts with an independent library",
+        )
+        ctx.target_view()
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        report = sq.evaluate(
+            ctx.target_view(),
+            key=ctx.params["key"],
+            implementation=ctx.params.get("implementation") or "reference",
+        )
+        return {
+            "metrics": report["metrics"],
+            "baseline": report["baseline"],
+            "images": report["images"],
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.obj("metrics", label="Metrics", view=types.JSONView())
+        outputs.obj("baseline", label="Classical baseline", view=types.JSONView())
+        return types.Property(outputs)
+
+
+class DeleteModel(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="delete_quality_model",
+            label="Siamese quality: delete model",
+            description="Delete a model, its weights and the fields it wrote",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = _model_input(ctx, inputs)
+        if key is not None:
+            from siamese_quality import runs
+
+            fields = runs.run_config(ctx.dataset, key).get("fields") or []
+            inputs.view(
+                "what",
+                types.Notice(
+                    label=f"Deletes model '{key}' and its fields: {', '.join(fields) or 'none'}"
+                ),
+            )
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        deleted = sq.delete_model(ctx.dataset, ctx.params["key"])
+        ctx.ops.reload_dataset()
+        return {"deleted_fields": deleted}
+
+
+class ExportModel(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="export_quality_model",
+            label="Siamese quality: export model",
+            description="Write a model to a file that can be imported into another dataset",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if _model_input(ctx, inputs) is not None:
+            inputs.str(
+                "path",
+                required=True,
+                label="File path",
+                description="Where to write the model file (e.g. /tmp/blur.pt)",
+            )
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        return {"path": sq.export_model(ctx.dataset, ctx.params["key"], ctx.params["path"])}
+
+
+class ImportModel(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="import_quality_model",
+            label="Siamese quality: import model",
+            description="Add an exported model file to this dataset",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if not _images_only(ctx, inputs):
+            return types.Property(inputs)
+        inputs.str("path", required=True, label="Model file")
+        inputs.str("key", label="Model key", description="Default: the model's task")
+        inputs.bool("overwrite", default=False, label="Overwrite an existing model")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        info = sq.import_model(
+            ctx.dataset,
+            ctx.params["path"],
+            key=ctx.params.get("key"),
+            overwrite=bool(ctx.params.get("overwrite", False)),
+        )
+        ctx.ops.reload_dataset()
+        return {"key": info.key}
+
+
+# --- quality actions -----------------------------------------------------------------
+
+
+def _field_input(ctx, inputs) -> str | None:
+    fields = _numeric_fields(ctx)
+    if not fields:
+        _notice(
+            inputs,
+            "no_fields",
+            "No quality fields yet",
+            "Score the dataset with a quality model first.",
+        )
+        return None
+    from siamese_quality import runs
+
+    ours = [f for f in runs.owned_fields(ctx.dataset) if not f.endswith("_raw") and f in fields]
+    ordered = ours + [f for f in fields if f not in ours]
+    _dropdown(
+        inputs, "field", ordered, "Quality field", default=ctx.params.get("field"), required=True
+    )
+    return ctx.params.get("field") or ordered[0]
+
+
+class SortByQuality(foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(
             name="sort_by_quality",
             label="Siamese quality: sort by quality",
-            description="Sort samples by a quality field, worst (largest) first",
+            description="Show the worst (or best) samples first",
         )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        fields = _numeric_fields(ctx.dataset)
-        if not fields:
-            inputs.view(
-                "no_fields",
-                types.Warning(
-                    label="No quality fields yet",
-                    description="Score the dataset with a quality model first.",
-                ),
+        if _field_input(ctx, inputs) is not None:
+            _dropdown(
+                inputs, "order", ["worst first", "best first"], "Order", default="worst first"
             )
-            return types.Property(inputs)
-        choices = types.Dropdown()
-        for name in fields:
-            choices.add_choice(name, label=name)
-        inputs.enum(
-            "field",
-            choices.values(),
-            default=fields[0],
-            required=True,
-            label="Quality field",
-            view=choices,
-        )
-        inputs.bool(
-            "largest_first",
-            default=True,
-            label="Largest first",
-            description="Largest magnitude (e.g. most blurred) first",
-        )
         return types.Property(inputs)
 
     def execute(self, ctx):
-        field = ctx.params["field"]
-        view = ctx.target_view().sort_by(field, reverse=ctx.params.get("largest_first", True))
+        from siamese_quality import actions
+
+        view = actions.worst_first(
+            ctx.target_view(),
+            ctx.params["field"],
+            best_first=ctx.params.get("order") == "best first",
+        )
         ctx.ops.set_view(view)
-        return {"field": field}
+        return {"count": view.count()}
 
 
-OPERATORS = [SortByQuality]
+class FilterByQuality(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="filter_by_quality",
+            label="Siamese quality: filter by quality",
+            description="Keep a range of values, or the worst N %",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if _field_input(ctx, inputs) is None:
+            return types.Property(inputs)
+        mode = ctx.params.get("mode") or "worst percent"
+        _dropdown(inputs, "mode", ["worst percent", "range"], "Keep", default=mode)
+        if mode == "range":
+            inputs.float("low", label="Minimum (optional)")
+            inputs.float("high", label="Maximum (optional)")
+        else:
+            percent = inputs.float(
+                "percent", default=10.0, min=0.0, max=100.0, label="Worst percent"
+            )
+            if not 0 < (ctx.params.get("percent") or 10.0) <= 100:
+                _invalid(percent, "Choose a percentage above 0 and at most 100")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from siamese_quality import actions
+
+        field, view = ctx.params["field"], ctx.target_view()
+        if ctx.params.get("mode") == "range":
+            view = actions.in_range(view, field, ctx.params.get("low"), ctx.params.get("high"))
+        else:
+            view = actions.worst_percent(view, field, ctx.params.get("percent") or 10.0)
+        ctx.ops.set_view(view)
+        return {"count": view.count()}
+
+
+class TagByQuality(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="tag_by_quality",
+            label="Siamese quality: tag by quality",
+            description="Tag samples worse than a threshold",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        field = _field_input(ctx, inputs)
+        if field is None:
+            return types.Property(inputs)
+        inputs.float(
+            "threshold",
+            required=True,
+            label="Threshold",
+            description="Severity in the field's unit: distance from undistorted "
+            "(e.g. blur sigma in px, |tilt| in degrees)",
+        )
+        tag = inputs.str("tag", default=f"low_{field}", required=True, label="Tag")
+        if not (ctx.params.get("tag") or f"low_{field}").strip():
+            _invalid(tag, "The tag must not be empty")
+        ctx.target_view()
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from siamese_quality import actions
+
+        count = actions.tag_beyond(
+            ctx.target_view(),
+            ctx.params["field"],
+            float(ctx.params["threshold"]),
+            ctx.params["tag"],
+        )
+        ctx.ops.reload_dataset()
+        return {"tagged": count}
+
+
+class ClearQualityView(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="clear_quality_view",
+            label="Siamese quality: clear",
+            description="Clear the quality sort/filter, optionally removing a quality tag",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.str("tag", label="Also remove this tag (optional)")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from siamese_quality import actions
+
+        removed = 0
+        if ctx.params.get("tag"):
+            removed = actions.untag(ctx.dataset, ctx.params["tag"])
+            ctx.ops.reload_dataset()
+        ctx.ops.clear_view()
+        return {"untagged": removed}
+
+
+OPERATORS = [
+    TrainModel,
+    ScoreSamples,
+    EvaluateModel,
+    DeleteModel,
+    ExportModel,
+    ImportModel,
+    SortByQuality,
+    FilterByQuality,
+    TagByQuality,
+    ClearQualityView,
+]

@@ -1,0 +1,100 @@
+"""Quality views: sort, filter and tag samples by a quality field, worst first.
+
+"Worst" depends on the distortion: a larger blur sigma is worse, a lower JPEG
+quality is worse, and a tilt or brightness offset is worse the further it is from
+zero in either direction. :func:`severity` turns a quality field into a
+ViewExpression that grows with how bad a sample is, so every action below works
+the same way for every model (and for your own numeric fields, taken as is).
+"""
+
+from __future__ import annotations
+
+import fiftyone as fo
+from fiftyone import ViewField as F
+
+from . import runs
+
+
+def _field_distortion(samples, field: str) -> dict | None:
+    """The distortion description of the model that wrote ``field`` (None if not ours)."""
+    dataset = samples._root_dataset
+    owner = runs.owned_fields(dataset).get(field)
+    if owner is None:
+        return None
+    return runs.run_config(dataset, owner).get("distortion")
+
+
+def _require_numeric_field(samples, field: str) -> None:
+    schema = samples.get_field_schema(ftype=(fo.FloatField, fo.IntField))
+    if field not in schema:
+        numeric = ", ".join(sorted(schema)) or "none"
+        raise ValueError(
+            f"field {field!r} is not a numeric field of this collection (numeric fields: {numeric})"
+        )
+
+
+def severity(samples, field: str) -> fo.core.expressions.ViewExpression:
+    """An expression that is larger the worse a sample is by ``field``."""
+    _require_numeric_field(samples, field)
+    info = _field_distortion(samples, field)
+    value = F(field)
+    if info is None or field.endswith("_raw"):
+        return value  # your own field, or a raw score: larger is taken as worse
+    if info["two_sided"]:
+        return (value - info["identity"]).abs()
+    if info["higher_is_worse"]:
+        return value - info["identity"]
+    return info["identity"] - value
+
+
+def worst_first(samples, field: str, best_first: bool = False) -> fo.DatasetView:
+    """``samples`` that have ``field``, sorted from the worst sample (or the best)."""
+    expression = severity(samples, field)
+    view = samples.exists(field)
+    return view.sort_by(expression, reverse=not best_first)
+
+
+def in_range(
+    samples, field: str, low: float | None = None, high: float | None = None
+) -> fo.DatasetView:
+    """Samples whose ``field`` value lies in ``[low, high]`` (either bound optional)."""
+    _require_numeric_field(samples, field)
+    condition = F(field).exists()
+    if low is not None:
+        condition &= F(field) >= low
+    if high is not None:
+        condition &= F(field) <= high
+    return samples.match(condition)
+
+
+def worst_percent(samples, field: str, percent: float) -> fo.DatasetView:
+    """The worst ``percent`` % of the samples that have a value, worst first."""
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent!r}")
+    expression = severity(samples, field)
+    scored = samples.exists(field)
+    count = scored.count()
+    keep = max(1, round(count * percent / 100)) if count else 0
+    return scored.sort_by(expression, reverse=True).limit(keep)
+
+
+def severity_threshold(samples, field: str, threshold: float) -> fo.DatasetView:
+    """Samples worse than ``threshold`` (on the severity scale of :func:`severity`)."""
+    return samples.exists(field).match(severity(samples, field) > threshold)
+
+
+def tag_beyond(samples, field: str, threshold: float, tag: str) -> int:
+    """Tags the samples worse than ``threshold`` with ``tag``; returns how many."""
+    if not tag or not isinstance(tag, str):
+        raise ValueError("tag must be a non-empty string")
+    view = severity_threshold(samples, field, threshold)
+    view.tag_samples(tag)
+    return view.count()
+
+
+def untag(samples, tag: str) -> int:
+    """Removes ``tag`` from the samples of ``samples``; returns how many had it."""
+    tagged = samples.match_tags(tag)
+    count = tagged.count()
+    tagged.untag_samples(tag)
+    return count

@@ -1,0 +1,146 @@
+"""Model records on FiftyOne datasets: one run per model, weights in a folder on disk.
+
+The run is the single source of truth about a model: its config holds what
+produced it (task, backbone, working resolution, training options, weights path
+and sha256, library version) and which fields it wrote; its results hold the
+calibration curve, held-out points, metrics and training curve.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import fiftyone as fo
+import fiftyone.constants as foc
+
+from . import __version__
+from .pretext_model import PretextModel
+
+RUN_METHOD = "siamese_quality"
+MODELS_DIR_ENV = "SIAMESE_QUALITY_MODELS_DIR"
+
+
+def models_dir() -> str:
+    """Where model weights live: ``$SIAMESE_QUALITY_MODELS_DIR`` or
+    ``~/.fiftyone/siamese_quality/models``."""
+    return os.environ.get(MODELS_DIR_ENV) or os.path.join(
+        foc.FIFTYONE_CONFIG_DIR, "siamese_quality", "models"
+    )
+
+
+def weights_path(dataset: fo.Dataset, key: str) -> str:
+    """The weights file of model ``key`` on ``dataset``.
+
+    Keyed by the dataset's id, which survives renaming.
+    """
+    return os.path.join(models_dir(), str(dataset._doc.id), key, "model.pt")
+
+
+def validate_key(key: str) -> str:
+    if not isinstance(key, str) or not key.isidentifier():
+        raise ValueError(f"key must be a valid identifier (letters, digits, _), got {key!r}")
+    return key
+
+
+def list_model_keys(samples: fo.core.collections.SampleCollection) -> list[str]:
+    """Keys of the siamese_quality models on the dataset of ``samples``."""
+    return samples._root_dataset.list_runs(method=RUN_METHOD)
+
+
+def require_model(samples, key: str) -> None:
+    keys = list_model_keys(samples)
+    if key not in keys:
+        available = ", ".join(keys) or "none yet; train one with siamese_quality.train()"
+        raise ValueError(f"Unknown model key {key!r}; models on this dataset: {available}")
+
+
+def run_config(samples, key: str) -> dict:
+    """The run config of model ``key`` as a plain dict."""
+    require_model(samples, key)
+    config = samples._root_dataset.get_run_info(key).config
+    return {k: v for k, v in config.serialize().items() if k not in ("cls", "type")}
+
+
+def register_model(
+    samples,
+    key: str,
+    model: PretextModel,
+    path: str,
+    sha256: str,
+    fields: list[str] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Records ``model`` (already saved at ``path``) as run ``key``, with its results."""
+    dataset = samples._root_dataset
+    config = dataset.init_run(
+        method=RUN_METHOD,
+        task=model.task,
+        unit=model.unit,
+        distortion=model.distortion_info,
+        backbone=model.branch.backbone,
+        working_resolution=model.working_resolution,
+        training_options=model.training.get("config", {}),
+        weights_path=path,
+        weights_sha256=sha256,
+        library_version=__version__,
+        fields=list(fields or []),
+    )
+    samples.register_run(key, config, overwrite=overwrite, cleanup=False)
+    save_results(dataset, key, model_results(model))
+
+
+def model_results(model: PretextModel) -> dict:
+    """What a run stores as results: calibration, held-out evaluation, training curve."""
+    training = {k: v for k, v in model.training.items() if k != "config"}
+    return {
+        "calibration": model.calibration.to_dict() if model.calibration else None,
+        "evaluation": model.evaluation,
+        "training": training,
+        "evaluations": [],
+    }
+
+
+def save_results(dataset: fo.Dataset, key: str, results: dict) -> None:
+    dataset.save_run_results(key, dataset.init_run_results(key, **results), overwrite=True)
+
+
+def load_results(samples, key: str) -> dict:
+    """The stored results of model ``key`` as a plain dict."""
+    require_model(samples, key)
+    results = samples._root_dataset.load_run_results(key, cache=False, load_view=False)
+    return {
+        name: getattr(results, name, None)
+        for name in ("calibration", "evaluation", "training", "evaluations", "scoring")
+    }
+
+
+def update_config(samples, key: str, **changes) -> None:
+    dataset = samples._root_dataset
+    config = dataset.get_run_info(key).config
+    for name, value in changes.items():
+        setattr(config, name, value)
+    dataset.update_run_config(key, config)
+
+
+def owned_fields(dataset: fo.Dataset) -> dict[str, str]:
+    """Fields written by any siamese_quality model on ``dataset``, mapped to its key."""
+    owners = {}
+    for key in list_model_keys(dataset):
+        for field in getattr(dataset.get_run_info(key).config, "fields", None) or []:
+            owners[field] = key
+    return owners
+
+
+def delete_model_record(dataset: fo.Dataset, key: str) -> list[str]:
+    """Deletes run ``key``, its weights folder and the fields it wrote; returns the fields."""
+    config = run_config(dataset, key)
+    fields = [f for f in config.get("fields") or [] if dataset.has_field(f)]
+    for field in fields:
+        dataset.delete_sample_field(field)
+    dataset.delete_run(key)
+    folder = os.path.dirname(config.get("weights_path") or "")
+    # only our own folder layout is removed, never an arbitrary recorded path
+    if folder and os.path.realpath(folder).startswith(os.path.realpath(models_dir()) + os.sep):
+        shutil.rmtree(folder, ignore_errors=True)
+    return fields

@@ -1,0 +1,550 @@
+"""The Python SDK: train, score and evaluate pretext models on FiftyOne datasets.
+
+Every function validates all of its parameters before it starts any work, never
+writes into a field it did not create (unless ``overwrite=True``), and writes
+scores in chunks so that an interrupted job keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import fiftyone as fo
+import fiftyone.core.utils as fou
+
+from . import PLUGIN_NAME, runs
+from .pretext_model import PretextModel, sha256_of_file
+from .scoring import iter_model_scores
+from .training import TrainingConfig, train_pretext_model
+
+Samples = fo.core.collections.SampleCollection
+ProgressArg = bool | None | Callable
+
+SCORE_OPERATOR = f"{PLUGIN_NAME}/score_quality"
+
+
+@dataclass
+class ModelInfo:
+    """What a model is and how well it did on held-out images."""
+
+    key: str
+    task: str
+    unit: str
+    backbone: str
+    working_resolution: int
+    weights_path: str
+    fields: list[str]
+    metrics: dict
+    baseline: dict | None
+    trained_at: str
+    library_version: str
+    training_options: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # steps, seconds, stop reason, ...
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _dataset(samples: Samples) -> fo.Dataset:
+    if not isinstance(samples, fo.core.collections.SampleCollection):
+        raise ValueError(f"expected a FiftyOne dataset or view, got {type(samples).__name__}")
+    return samples._root_dataset
+
+
+def _require_images(samples: Samples) -> None:
+    if samples.media_type != "image":
+        raise ValueError(
+            f"siamese_quality works on images; this collection's media type is "
+            f"{samples.media_type!r}"
+        )
+
+
+def _call(progress: ProgressArg, value) -> None:
+    if callable(progress):
+        progress(value)
+
+
+def model_info(samples: Samples, key: str) -> ModelInfo:
+    """The :class:`ModelInfo` of model ``key``."""
+    config = runs.run_config(samples, key)
+    results = runs.load_results(samples, key)
+    evaluation = results.get("evaluation") or {}
+    info = _dataset(samples).get_run_info(key)
+    return ModelInfo(
+        key=key,
+        task=config["task"],
+        unit=config["unit"],
+        backbone=config["backbone"],
+        working_resolution=config["working_resolution"],
+        weights_path=config["weights_path"],
+        fields=list(config.get("fields") or []),
+        metrics=evaluation.get("metrics", {}),
+        baseline=evaluation.get("baseline"),
+        trained_at=str(info.timestamp),
+        library_version=config.get("library_version", ""),
+        training_options=config.get("training_options") or {},
+        training={k: v for k, v in (results.get("training") or {}).items() if k != "history"},
+    )
+
+
+def list_models(samples: Samples) -> list[ModelInfo]:
+    """The models trained on (or imported into) the dataset of ``samples``."""
+    return [model_info(samples, key) for key in runs.list_model_keys(_dataset(samples))]
+
+
+def load_model(samples: Samples, key: str) -> PretextModel:
+    """Loads model ``key``; its weights must match the sha256 in the run record."""
+    config = runs.run_config(samples, key)
+    return PretextModel.load(config["weights_path"], expected_sha256=config["weights_sha256"])
+
+
+def _new_weights_path(dataset: fo.Dataset, key: str) -> str:
+    # a fresh file per model: the previous one stays valid until the run points here
+    folder = os.path.dirname(runs.weights_path(dataset, key))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return os.path.join(folder, f"model-{stamp}-{uuid.uuid4().hex[:6]}.pt")
+
+
+def _check_new_key(dataset: fo.Dataset, key: str, overwrite: bool) -> None:
+    runs.validate_key(key)
+    if dataset.has_run(key) and key not in runs.list_model_keys(dataset):
+        raise ValueError(f"key {key!r} is already used by another kind of run on this dataset")
+    if key in runs.list_model_keys(dataset) and not overwrite:
+        raise ValueError(f"A model with key {key!r} exists; pass overwrite=True to replace it")
+
+
+def _record(
+    dataset: fo.Dataset, key: str, model: PretextModel, path: str, sha256: str, overwrite: bool
+) -> ModelInfo:
+    previous = runs.run_config(dataset, key) if key in runs.list_model_keys(dataset) else None
+    fields = previous.get("fields", []) if previous else []
+    runs.register_model(dataset, key, model, path, sha256, fields, overwrite=overwrite)
+    old_path = (previous or {}).get("weights_path")
+    if old_path and os.path.realpath(old_path) != os.path.realpath(path):
+        if os.path.isfile(old_path):
+            os.remove(old_path)
+    return model_info(dataset, key)
+
+
+# --- training ------------------------------------------------------------------------
+
+
+def train(
+    samples: Samples,
+    task: str = "blur",
+    key: str | None = None,
+    max_seconds: float | None = 120.0,
+    backbone: str | None = None,
+    overwrite: bool = False,
+    progress: ProgressArg = None,
+    **training_options,
+) -> ModelInfo:
+    """Trains a pretext model on the images of ``samples`` and records it as a run.
+
+    Args:
+        samples: a dataset or view of images (no labels needed)
+        task: the distortion, e.g. ``"blur"``, ``"rotation"``, ``"brightness"``
+        key: the model's name on the dataset (default: the task)
+        max_seconds: training time budget
+        backbone: ``None`` for the task's default, or one of ``model.BACKBONES``
+        overwrite: replace an existing model with this key
+        progress: ``None``/``True`` for a progress bar, ``False`` for none, or a
+            function called with training progress dicts (``fraction``, ``step``,
+            ``loss``, ``val_spearman``, ...)
+        **training_options: any other :class:`~siamese_quality.training.TrainingConfig`
+            field (``epochs``, ``working_resolution``, ``seed``, ...)
+
+    Returns:
+        the :class:`ModelInfo`, including held-out metrics and the baseline's
+    """
+    dataset = _dataset(samples)
+    _require_images(samples)
+    key = key or task
+    _check_new_key(dataset, key, overwrite)
+    try:
+        config = TrainingConfig(
+            task=task, max_seconds=max_seconds, backbone=backbone, **training_options
+        )
+    except TypeError as e:
+        raise ValueError(f"unknown training option: {e}") from None
+    config.validate()
+    paths = samples.values("filepath")
+    if len(paths) < 2:
+        raise ValueError(f"training needs at least 2 images; this collection has {len(paths)}")
+
+    path = _new_weights_path(dataset, key)
+    checkpoint = os.path.join(os.path.dirname(path), "checkpoint.pt")
+    show_bar = progress is None or progress is True
+    with fou.ProgressBar(total=100, progress=show_bar, iters_str="% of budget") as bar:
+
+        def report(record: dict) -> None:
+            bar.set_iteration(int(100 * min(1.0, record["fraction"])))
+            _call(progress, record)
+
+        model = train_pretext_model(paths, config, progress=report, checkpoint_path=checkpoint)
+    sha256 = model.save(path)
+    info = _record(dataset, key, model, path, sha256, overwrite)
+    if os.path.isfile(checkpoint):
+        os.remove(checkpoint)
+    return info
+
+
+# --- scoring -------------------------------------------------------------------------
+
+
+def _field_descriptions(key: str, model: PretextModel) -> tuple[str, str]:
+    resolution = (
+        f"at a working resolution of {model.working_resolution} px (images resized so "
+        f"their shorter side is {model.working_resolution} px, centre square)"
+    )
+    calibrated = (
+        f"{model.task} in {model.unit}, predicted by siamese_quality model '{key}' {resolution}"
+    )
+    raw = (
+        f"raw branch score of siamese_quality model '{key}' (larger: larger "
+        f"{model.task} magnitude) {resolution}"
+    )
+    return calibrated, raw
+
+
+@dataclass
+class ScoringPlan:
+    """A validated scoring job: which models write which fields of which samples."""
+
+    samples: Samples
+    models: dict[str, PretextModel]  # key -> model
+    fields: dict[str, str]  # key -> calibrated field; raw scores go to f"{field}_raw"
+    batch_size: int
+    num_workers: int | None
+    chunk_size: int
+
+
+def check_scoring_request(
+    samples: Samples,
+    key: str | Sequence[str] = "blur",
+    field: str | Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> dict[str, str]:
+    """Validates model keys and output fields; returns ``{key: field}``.
+
+    Raises:
+        ValueError: naming the parameter, e.g. a field that exists and was not
+            written by this model (unless ``overwrite``)
+    """
+    dataset = _dataset(samples)
+    _require_images(samples)
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys:
+        raise ValueError("key: give at least one model key")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"key: duplicate model keys {keys}")
+    if field is None:
+        fields = list(keys)
+    else:
+        fields = [field] if isinstance(field, str) else list(field)
+        if len(fields) != len(keys):
+            raise ValueError(f"field: give one field per model key ({len(keys)}), got {fields}")
+    for name in fields:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"field must be a valid identifier, got {name!r}")
+    for k in keys:
+        runs.require_model(dataset, k)
+    owners = runs.owned_fields(dataset)
+    for k, name in zip(keys, fields, strict=True):
+        for target in (name, f"{name}_raw"):
+            owner = owners.get(target)
+            if dataset.has_field(target) and owner != k and not overwrite:
+                who = f"model {owner!r}" if owner else "you (not siamese_quality)"
+                raise ValueError(
+                    f"field {target!r} already exists and was written by {who}; choose "
+                    f"another field or pass overwrite=True to replace its values"
+                )
+    return dict(zip(keys, fields, strict=True))
+
+
+def plan_scoring(
+    samples: Samples,
+    key: str | Sequence[str] = "blur",
+    field: str | Sequence[str] | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    batch_size: int = 64,
+    chunk_size: int = 1000,
+) -> ScoringPlan:
+    """Validates a scoring request and loads its models, without writing anything."""
+    fields = check_scoring_request(samples, key, field, overwrite)
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError("batch_size and chunk_size must be at least 1")
+    if num_workers is not None and num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    models = {k: load_model(samples, k) for k in fields}
+    return ScoringPlan(samples, models, fields, batch_size, num_workers, chunk_size)
+
+
+def prepare_fields(plan: ScoringPlan) -> None:
+    """Creates the output fields (with descriptions) and records them on the runs.
+
+    Recording first means a model deletion cleans up even after an interrupted job.
+    """
+    dataset = _dataset(plan.samples)
+    for key, name in plan.fields.items():
+        described = _field_descriptions(key, plan.models[key])
+        for target, description in zip((name, f"{name}_raw"), described, strict=True):
+            if not dataset.has_field(target):
+                dataset.add_sample_field(
+                    target,
+                    fo.FloatField,
+                    description=description,
+                    info={"siamese_quality_model": key},
+                )
+        recorded = runs.run_config(dataset, key).get("fields") or []
+        new = [t for t in (name, f"{name}_raw") if t not in recorded]
+        if new:
+            runs.update_config(dataset, key, fields=[*recorded, *new])
+
+
+def run_scoring(plan: ScoringPlan):
+    """Scores the plan's samples; a generator of progress fractions in [0, 1].
+
+    Fields are written every ``chunk_size`` samples. Unreadable images get null
+    values and a reason. The summary is stored in each run's results and returned
+    as the generator's value (``StopIteration.value``).
+    """
+    dataset = _dataset(plan.samples)
+    prepare_fields(plan)
+    ids, paths = plan.samples.values(["id", "filepath"])
+    total = len(ids)
+    pending: dict[str, dict] = {}
+    failures: list[dict] = []
+    scored = written = 0
+
+    def flush() -> None:
+        nonlocal pending, written
+        for target, values in pending.items():
+            if values:
+                dataset.set_values(target, values, key_field="id")
+        written += len(next(iter(pending.values()), {}))
+        pending = {}
+
+    def stage(sample_id: str, values: dict[str, float | None]) -> None:
+        for target, value in values.items():
+            pending.setdefault(target, {})[sample_id] = value
+
+    yield 0.0
+    for batch in iter_model_scores(paths, plan.models, plan.batch_size, plan.num_workers):
+        for position, index in enumerate(batch.indices):
+            values = {}
+            for key, name in plan.fields.items():
+                values[name] = float(batch.calibrated[key][position])
+                values[f"{name}_raw"] = float(batch.raw[key][position])
+            stage(ids[index], values)
+        for failure in batch.failures:
+            index = failure["index"]
+            failures.append(
+                {
+                    "id": ids[index],
+                    "filepath": paths[index],
+                    "kind": failure["kind"],
+                    "message": failure["message"],
+                }
+            )
+            stage(ids[index], {t: None for n in plan.fields.values() for t in (n, f"{n}_raw")})
+        scored += len(batch.indices)
+        if sum(len(v) for v in pending.values()) >= plan.chunk_size * 2 * len(plan.fields):
+            flush()
+        yield (scored + len(failures)) / max(total, 1)
+    flush()
+
+    kinds: dict[str, int] = {}
+    for failure in failures:
+        kinds[failure["kind"]] = kinds.get(failure["kind"], 0) + 1
+    summary = {
+        "samples": total,
+        "scored": scored,
+        "failed": len(failures),
+        "failure_kinds": kinds,
+        "fields": dict(plan.fields),
+        "message": _summary_message(total, scored, kinds),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    for key in plan.fields:
+        results = runs.load_results(dataset, key)
+        results["scoring"] = {**summary, "failures": failures[:1000]}
+        runs.save_results(dataset, key, results)
+    return summary
+
+
+def _summary_message(total: int, scored: int, kinds: dict[str, int]) -> str:
+    if not kinds:
+        return f"scored {scored} of {total} samples"
+    detail = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    failed = sum(kinds.values())
+    return (
+        f"scored {scored} of {total} samples; {failed} could not be read ({detail}) and "
+        f"have null values"
+    )
+
+
+def score(
+    samples: Samples,
+    key: str | Sequence[str] = "blur",
+    field: str | Sequence[str] | None = None,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    batch_size: int = 64,
+    chunk_size: int = 1000,
+    progress: ProgressArg = None,
+    num_shards: int = 1,
+) -> dict:
+    """Writes calibrated quality values (and raw scores) of ``samples`` to fields.
+
+    Each model ``key`` writes its magnitude, in the distortion's unit, to ``field``
+    (default: the key) and its raw branch score to ``<field>_raw``. Several keys
+    are scored from one decode of each image. Unreadable images get null values;
+    their reasons are stored in the run results (``scoring``).
+
+    With ``num_shards > 1`` nothing is scored here: the fields are created and
+    ``num_shards`` delegated operations over disjoint parts of ``samples`` are
+    queued, for any number of ``fiftyone delegated launch`` workers to run.
+
+    Returns:
+        a summary dict (``scored``, ``failed``, ``failure_kinds``, ``message``, ...),
+        or ``{"queued": [operation ids], ...}`` when sharded
+    """
+    if num_shards != 1:
+        queued = queue_scoring_shards(samples, key, num_shards, field, overwrite)
+        return {"queued": queued, "message": f"queued {len(queued)} delegated scoring operations"}
+    plan = plan_scoring(samples, key, field, overwrite, num_workers, batch_size, chunk_size)
+    show_bar = progress is None or progress is True
+    steps = run_scoring(plan)
+    with fou.ProgressBar(total=100, progress=show_bar, iters_str="%") as bar:
+        try:
+            while True:
+                fraction = next(steps)
+                bar.set_iteration(int(100 * fraction))
+                _call(progress, fraction)
+        except StopIteration as done:
+            return done.value
+
+
+def queue_scoring_shards(
+    samples: Samples,
+    key: str | Sequence[str],
+    num_shards: int,
+    field: str | Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Creates the output fields, then queues one delegated scoring operation per shard.
+
+    The shards are disjoint sets of sample ids covering ``samples``. Returns the
+    ids of the queued operations.
+    """
+    import fiftyone.operators as foo
+    import numpy as np
+
+    if not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
+    plan = plan_scoring(samples, key, field, overwrite)
+    dataset = _dataset(samples)
+    if not dataset.persistent:
+        raise ValueError(
+            "sharded scoring runs as delegated operations, which need a persistent dataset "
+            "(set dataset.persistent = True)"
+        )
+    prepare_fields(plan)
+    ids = samples.values("id")
+    shards = [
+        list(chunk)
+        for chunk in np.array_split(np.array(ids, dtype=object), min(num_shards, max(len(ids), 1)))
+    ]
+    queued = []
+    for shard in shards:
+        if not shard:
+            continue
+        result = foo.execute_operator(
+            SCORE_OPERATOR,
+            ctx={"view": dataset.select(shard)},
+            params={
+                "keys": list(plan.fields),
+                "fields": list(plan.fields.values()),
+                "overwrite": overwrite,
+                "num_shards": 1,
+            },
+            request_delegation=True,
+        )
+        queued.append(str(result.result["id"]))
+    return queued
+
+
+# --- evaluation and model files ------------------------------------------------------
+
+
+def evaluate(
+    samples: Samples, key: str = "blur", implementation: str = "reference", grid_size: int = 9
+) -> dict:
+    """Re-measures model ``key`` on the images of ``samples``, distorted at known magnitudes.
+
+    Returns the report (metrics, baseline metrics, points) and appends it to the
+    run's results (``evaluations``). Use images the model was not trained on.
+    """
+    _require_images(samples)
+    model = load_model(samples, key)
+    if implementation not in ("reference", "alternative"):
+        raise ValueError(
+            f"implementation must be 'reference' or 'alternative', got {implementation!r}"
+        )
+    from .evaluation import evaluate_model
+
+    report = evaluate_model(
+        model, samples.values("filepath"), implementation=implementation, grid_size=grid_size
+    )
+    report["implementation"] = implementation
+    report["evaluated_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    dataset = _dataset(samples)
+    results = runs.load_results(dataset, key)
+    results["evaluations"] = [*(results.get("evaluations") or []), report]
+    runs.save_results(dataset, key, results)
+    return report
+
+
+def delete_model(samples: Samples, key: str) -> list[str]:
+    """Deletes model ``key``: its run, its weights and the fields it wrote; nothing else.
+
+    Returns:
+        the deleted fields
+    """
+    return runs.delete_model_record(_dataset(samples), key)
+
+
+def export_model(samples: Samples, key: str, path: str) -> str:
+    """Writes model ``key`` to a standalone file (weights, calibration, metrics, format version)."""
+    config = runs.run_config(samples, key)
+    load_model(samples, key)  # verifies format and checksum before copying
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    shutil.copyfile(config["weights_path"], path)
+    return path
+
+
+def import_model(
+    samples: Samples, path: str, key: str | None = None, overwrite: bool = False
+) -> ModelInfo:
+    """Adds an exported model file to the dataset of ``samples`` as model ``key``.
+
+    The file is validated (format, version, safe loading) before anything is written.
+    """
+    dataset = _dataset(samples)
+    model = PretextModel.load(path)
+    key = key or model.task
+    _check_new_key(dataset, key, overwrite)
+    target = _new_weights_path(dataset, key)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(path, target)
+    return _record(dataset, key, model, target, sha256_of_file(target), overwrite)

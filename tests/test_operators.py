@@ -1,0 +1,227 @@
+"""Operators through FiftyOne's own execution paths: immediate, delegated, sharded."""
+
+import os
+import subprocess
+import sys
+import time
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from bson import ObjectId
+from fiftyone.operators.delegated import DelegatedOperationService
+
+import siamese_quality as sq
+from siamese_quality import PLUGIN_NAME
+
+
+def _uri(name: str) -> str:
+    return f"{PLUGIN_NAME}/{name}"
+
+
+def _triggered(result, operator: str) -> list[dict]:
+    return [
+        r for r in result.executor.to_json()["requests"] if r["operator_uri"].endswith(operator)
+    ]
+
+
+def _run_queued(dataset) -> None:
+    service = DelegatedOperationService()
+    service.execute_queued_operations(dataset_name=dataset.name, limit=100)
+
+
+def test_train_operator_defaults_to_delegation_and_a_worker_records_the_model(image_dataset):
+    from fiftyone.operators.executor import ExecutionContext
+
+    image_dataset.persistent = True
+    operator = foo.get_operator(_uri("train_quality_model"))
+    ctx = ExecutionContext(request_params={"dataset_name": image_dataset.name, "params": {}})
+    options = operator.resolve_execution_options(ctx)
+    assert options.default_choice_to_delegated  # the App proposes "Schedule" first
+
+    params = {
+        "task": "blur",
+        "key": "blur",
+        "max_seconds": 60.0,
+        "epochs": 2,
+        "working_resolution": 48,
+    }
+    result = foo.execute_operator(
+        _uri("train_quality_model"),
+        ctx={"dataset": image_dataset, "view": image_dataset.view(), "params": params},
+        request_delegation=True,
+    )
+    assert result.delegated
+    assert image_dataset.list_runs() == []
+    _run_queued(image_dataset)
+    assert image_dataset.list_runs() == ["blur"]
+    config = sq.model_info(image_dataset, "blur").training_options
+    assert config["epochs"] == 2 and config["working_resolution"] == 48
+
+
+def test_score_operator_immediate_writes_fields_and_reloads(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    result = foo.execute_operator(
+        _uri("score_quality"),
+        ctx={"dataset": image_dataset, "view": image_dataset.view(), "params": {"keys": ["blur"]}},
+    )
+    assert result.error is None, result.error
+    assert image_dataset.count("blur") == 12
+    assert _triggered(result, "reload_dataset") and _triggered(result, "set_progress")
+
+
+def test_score_operator_delegated_on_a_view(image_dataset, tiny_model_files):
+    image_dataset.persistent = True
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    view = image_dataset.limit(5)
+    result = foo.execute_operator(
+        _uri("score_quality"),
+        ctx={"dataset": image_dataset, "view": view, "params": {"keys": ["blur"]}},
+        request_delegation=True,
+    )
+    assert result.delegated
+    _run_queued(image_dataset)
+    assert image_dataset.count("blur") == 5
+
+
+def test_score_form_validates_and_guides(image_dataset, tiny_model_files):
+    operator = foo.get_operator(_uri("score_quality"))
+    from fiftyone.operators.executor import ExecutionContext
+
+    ctx = ExecutionContext(request_params={"dataset_name": image_dataset.name, "params": {}})
+    empty = operator.resolve_input(ctx).to_json()
+    assert "no_models" in str(empty)  # no model yet: the form says what to do
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    form = operator.resolve_input(ctx).to_json()
+    assert "keys" in str(form) and "num_shards" in str(form)
+
+
+def test_clash_with_a_user_field_is_refused_by_the_operator(image_dataset, tiny_model_files):
+    from fiftyone.operators.executor import ExecutionContext, ExecutionError
+
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    image_dataset.set_values("blur", [1.5] * 12)
+    operator = foo.get_operator(_uri("score_quality"))
+    ctx = ExecutionContext(
+        request_params={"dataset_name": image_dataset.name, "params": {"keys": ["blur"]}}
+    )
+    form = str(operator.resolve_input(ctx).to_json())
+    assert "already exists and was written by you" in form  # shown next to the field
+    with pytest.raises(ExecutionError, match="already exists and was written by you"):
+        foo.execute_operator(
+            _uri("score_quality"),
+            ctx={
+                "dataset": image_dataset,
+                "view": image_dataset.view(),
+                "params": {"keys": ["blur"]},
+            },
+        )
+    assert image_dataset.values("blur") == [1.5] * 12
+
+
+@pytest.mark.parametrize(
+    "operator, params, stage",
+    [
+        ("sort_by_quality", {"field": "blur", "order": "worst first"}, "SortBy"),
+        ("filter_by_quality", {"field": "blur", "mode": "worst percent", "percent": 25.0}, "Limit"),
+        ("filter_by_quality", {"field": "blur", "mode": "range", "low": 0.0, "high": 1.0}, "Match"),
+    ],
+)
+def test_quality_actions_set_the_apps_view(
+    image_dataset, tiny_model_files, operator, params, stage
+):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    result = foo.execute_operator(
+        _uri(operator),
+        ctx={"dataset": image_dataset, "view": image_dataset.view(), "params": params},
+    )
+    assert result.error is None, result.error
+    (set_view,) = _triggered(result, "set_view")
+    assert any(stage in s["_cls"] for s in set_view["params"]["view"])
+
+
+def test_tag_and_clear_operators(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    threshold = sorted(image_dataset.values("blur"))[8]
+    result = foo.execute_operator(
+        _uri("tag_by_quality"),
+        ctx={
+            "dataset": image_dataset,
+            "view": image_dataset.view(),
+            "params": {"field": "blur", "threshold": threshold, "tag": "blurry"},
+        },
+    )
+    assert result.result["tagged"] == image_dataset.match_tags("blurry").count() > 0
+    result = foo.execute_operator(
+        _uri("clear_quality_view"),
+        ctx={"dataset": image_dataset, "view": image_dataset.view(), "params": {"tag": "blurry"}},
+    )
+    assert image_dataset.match_tags("blurry").count() == 0
+    assert _triggered(result, "clear_view")
+
+
+def test_delete_export_import_operators(image_dataset, dataset_factory, tiny_model_files, tmp_path):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    path = str(tmp_path / "blur_export.pt")
+    foo.execute_operator(
+        _uri("export_quality_model"),
+        ctx={"dataset": image_dataset, "params": {"key": "blur", "path": path}},
+    )
+    other = dataset_factory()
+    other.add_samples([fo.Sample(filepath=p) for p in image_dataset.values("filepath")])
+    foo.execute_operator(
+        _uri("import_quality_model"),
+        ctx={"dataset": other, "params": {"path": path, "key": "imported"}},
+    )
+    assert other.list_runs() == ["imported"]
+    foo.execute_operator(
+        _uri("delete_quality_model"), ctx={"dataset": image_dataset, "params": {"key": "blur"}}
+    )
+    assert image_dataset.list_runs() == []
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_sharded_scoring_job_like_one_run(image_dataset, tiny_model_files):
+    image_dataset.persistent = True
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", field="unsharded", progress=False)
+
+    summary = sq.score(image_dataset, key="blur", field="sharded", num_shards=4)
+    assert len(summary["queued"]) == 4
+    assert image_dataset.has_field("sharded")  # created before any shard runs
+    fiftyone_cli = os.path.join(os.path.dirname(sys.executable), "fiftyone")
+    workers = [
+        subprocess.Popen(
+            [fiftyone_cli, "delegated", "launch"],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.time() + 240
+        service = DelegatedOperationService()
+        while time.time() < deadline:
+            states = [service.get(ObjectId(op_id)).run_state for op_id in summary["queued"]]
+            if all(s in ("completed", "failed") for s in states):
+                break
+            time.sleep(1)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    assert states == ["completed"] * 4, states
+    assert image_dataset.count("sharded") == 12
+    # equal up to float rounding: batches of a shard differ from one run's batches
+    for suffix in ("", "_raw"):
+        assert np.allclose(
+            image_dataset.values(f"sharded{suffix}"),
+            image_dataset.values(f"unsharded{suffix}"),
+            rtol=1e-4,
+            atol=1e-5,
+        )

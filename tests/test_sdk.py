@@ -1,0 +1,204 @@
+"""The Python SDK on real FiftyOne datasets: train, score, evaluate, export/import, delete."""
+
+import os
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from conftest import TINY_TRAINING
+
+import siamese_quality as sq
+from siamese_quality import actions, runs
+
+
+def test_train_records_a_run_with_weights_results_and_metrics(image_dataset):
+    info = sq.train(image_dataset, task="blur", progress=False, **TINY_TRAINING)
+    assert info.key == "blur" and info.task == "blur" and info.unit.startswith("px")
+    assert image_dataset.list_runs() == ["blur"]
+    config = runs.run_config(image_dataset, "blur")
+    assert config["method"] == "siamese_quality"
+    assert config["working_resolution"] == 48 and config["backbone"] == "small_cnn"
+    assert config["training_options"]["max_steps"] == 12
+    assert os.path.isfile(config["weights_path"])
+    assert config["weights_path"].startswith(runs.models_dir())
+    assert len(config["weights_sha256"]) == 64
+    results = runs.load_results(image_dataset, "blur")
+    assert results["calibration"]["x"] and results["training"]["history"]
+    assert set(results["evaluation"]["points"]) >= {"score", "magnitude"}
+    assert "spearman" in info.metrics and info.baseline["name"] == "variance of the Laplacian"
+    assert [m.key for m in sq.list_models(image_dataset)] == ["blur"]
+
+    with pytest.raises(ValueError, match="exists; pass overwrite=True"):
+        sq.train(image_dataset, task="blur", progress=False, **TINY_TRAINING)
+    again = sq.train(image_dataset, task="blur", overwrite=True, progress=False, **TINY_TRAINING)
+    assert again.weights_path != info.weights_path
+    assert not os.path.exists(info.weights_path)  # the replaced weights file is removed
+
+
+def test_score_writes_calibrated_and_raw_fields_matching_the_model(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    summary = sq.score(image_dataset, key="blur", progress=False)
+    assert summary["scored"] == 12 and summary["failed"] == 0
+
+    schema = image_dataset.get_field_schema()
+    assert isinstance(schema["blur"], fo.FloatField) and isinstance(
+        schema["blur_raw"], fo.FloatField
+    )
+    assert "px" in schema["blur"].description and "48 px" in schema["blur"].description
+    model = sq.load_model(image_dataset, "blur")
+    paths, values, raw = image_dataset.values(["filepath", "blur", "blur_raw"])
+    expected_values, expected_raw = model.score_images(paths)
+    assert np.allclose(raw, expected_raw, atol=1e-5)
+    assert np.allclose(values, expected_values, atol=1e-5)
+    assert runs.run_config(image_dataset, "blur")["fields"] == ["blur", "blur_raw"]
+    # the fields work with FiftyOne's own views
+    assert image_dataset.sort_by("blur").first().blur == min(values)
+
+
+def test_several_models_score_in_one_pass_into_chosen_fields(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.import_model(image_dataset, tiny_model_files["rotation"], key="tilt")
+    sq.score(image_dataset, key=["blur", "tilt"], field=["q_blur", "q_tilt"], progress=False)
+    assert image_dataset.count("q_blur") == 12 and image_dataset.count("q_tilt") == 12
+    assert image_dataset.count("q_tilt_raw") == 12
+    with pytest.raises(ValueError, match="one field per model key"):
+        sq.score(image_dataset, key=["blur", "tilt"], field="only_one", progress=False)
+
+
+def test_unreadable_images_get_null_and_a_reason(image_dataset, tiny_model_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff garbage")
+    image_dataset.add_samples(
+        [fo.Sample(filepath=str(broken)), fo.Sample(filepath=str(tmp_path / "gone.png"))]
+    )
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    summary = sq.score(image_dataset, key="blur", progress=False)
+    assert summary["scored"] == 12 and summary["failed"] == 2
+    assert summary["failure_kinds"] == {"missing": 1, "not_an_image": 1}
+    assert "2 could not be read" in summary["message"]
+    assert image_dataset.count("blur") == 12  # nulls are not counted
+    failures = runs.load_results(image_dataset, "blur")["scoring"]["failures"]
+    assert {f["filepath"] for f in failures} == {str(broken), str(tmp_path / "gone.png")}
+
+
+def test_a_users_field_is_never_overwritten_without_the_flag(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    image_dataset.set_values("blur", [7.0] * 12)
+    with pytest.raises(ValueError, match="'blur' already exists and was written by you"):
+        sq.score(image_dataset, key="blur", progress=False)
+    assert image_dataset.values("blur") == [7.0] * 12
+    assert not image_dataset.has_field("blur_raw")  # refused before any work
+    sq.score(image_dataset, key="blur", overwrite=True, progress=False)
+    assert image_dataset.values("blur") != [7.0] * 12
+
+
+def test_export_then_import_into_another_dataset_gives_identical_scores(
+    image_dataset, dataset_factory, tiny_model_files, tmp_path
+):
+    sq.import_model(image_dataset, tiny_model_files["rotation"], key="rotation")
+    sq.score(image_dataset, key="rotation", progress=False)
+    exported = sq.export_model(image_dataset, "rotation", str(tmp_path / "export" / "r.pt"))
+
+    other = dataset_factory()
+    other.add_samples([fo.Sample(filepath=p) for p in image_dataset.values("filepath")])
+    info = sq.import_model(other, exported, key="tilt")
+    assert info.task == "rotation" and info.metrics
+    sq.score(other, key="tilt", progress=False)
+    assert other.values("tilt_raw") == image_dataset.values("rotation_raw")
+    assert other.values("tilt") == image_dataset.values("rotation")
+
+
+def test_delete_removes_the_run_weights_and_its_fields_only(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.import_model(image_dataset, tiny_model_files["rotation"], key="rotation")
+    sq.score(image_dataset, key=["blur", "rotation"], progress=False)
+    image_dataset.set_values("my_notes", ["keep"] * 12)
+    weights = runs.run_config(image_dataset, "blur")["weights_path"]
+
+    deleted = sq.delete_model(image_dataset, "blur")
+    assert sorted(deleted) == ["blur", "blur_raw"]
+    assert image_dataset.list_runs() == ["rotation"]
+    assert not os.path.exists(weights)
+    schema = image_dataset.get_field_schema()
+    assert "blur" not in schema and "blur_raw" not in schema
+    assert image_dataset.count("rotation") == 12 and image_dataset.values("my_notes")[0] == "keep"
+    with pytest.raises(ValueError, match="Unknown model key 'blur'"):
+        sq.score(image_dataset, key="blur", progress=False)
+
+
+def test_evaluate_remeasures_on_a_view_and_stores_the_report(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    report = sq.evaluate(image_dataset.limit(5), key="blur")
+    assert report["images"] == 5 and len(report["points"]["score"]) == 5 * 9
+    assert report["baseline"]["name"] == "variance of the Laplacian"
+    stored = runs.load_results(image_dataset, "blur")["evaluations"]
+    assert len(stored) == 1 and stored[0]["metrics"] == report["metrics"]
+
+
+def test_wrong_inputs_are_refused_before_any_work(image_dataset, dataset_factory, tmp_path):
+    with pytest.raises(ValueError, match="Unknown task 'haze'"):
+        sq.train(image_dataset, task="haze", progress=False)
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        sq.train(image_dataset, task="blur", max_seconds=0, progress=False)
+    with pytest.raises(ValueError, match="working_resolution"):
+        sq.train(image_dataset, task="blur", working_resolution=0, progress=False)
+    with pytest.raises(ValueError, match="unknown training option"):
+        sq.train(image_dataset, task="blur", learning_speed=3, progress=False)
+    with pytest.raises(ValueError, match="key must be a valid identifier"):
+        sq.train(image_dataset, task="blur", key="my model", progress=False)
+    with pytest.raises(ValueError, match="Unknown model key 'blur'"):
+        sq.score(image_dataset, key="blur", progress=False)
+    assert image_dataset.list_runs() == []
+
+    video = dataset_factory()
+    video.add_sample(fo.Sample(filepath=str(tmp_path / "clip.mp4")))
+    with pytest.raises(ValueError, match="media type is 'video'"):
+        sq.train(video, task="blur", progress=False)
+
+
+def test_worst_first_understands_each_distortion(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["rotation"], key="rotation")
+    sq.score(image_dataset, key="rotation", progress=False)
+    ids = image_dataset.values("id")
+    tilts = [-9.0, 4.0, 0.5, -1.0, 12.0, -3.0, 2.0, 0.0, -6.0, 7.0, 1.0, -0.2]
+    image_dataset.set_values("rotation", dict(zip(ids, tilts, strict=True)), key_field="id")
+    worst = actions.worst_first(image_dataset, "rotation").values("rotation")
+    assert worst[:3] == [12.0, -9.0, 7.0]  # furthest from level, either way
+    assert actions.worst_first(image_dataset, "rotation", best_first=True).first().rotation == 0
+    assert actions.worst_percent(image_dataset, "rotation", 25).values("rotation") == worst[:3]
+    assert actions.in_range(image_dataset, "rotation", -1.0, 1.0).count() == 5
+    assert actions.tag_beyond(image_dataset, "rotation", 5.0, "tilted") == 4  # -9, 12, -6, 7
+    assert image_dataset.count_sample_tags() == {"tilted": 4}
+    assert actions.untag(image_dataset, "tilted") == 4
+
+
+def test_importing_a_file_that_is_not_a_model_is_refused(image_dataset, tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"PK\x03\x04 not a torch archive")
+    with pytest.raises(ValueError, match="not a safe siamese_quality model file"):
+        sq.import_model(image_dataset, str(bogus))
+    assert image_dataset.list_runs() == []
+
+
+def test_imported_model_weights_that_change_on_disk_are_refused(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    path = runs.run_config(image_dataset, "blur")["weights_path"]
+    with open(path, "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        sq.score(image_dataset, key="blur", progress=False)
+
+
+def test_scoring_writes_in_chunks_so_partial_work_is_kept(image_dataset, tiny_model_files):
+    from siamese_quality import sdk
+
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    plan = sdk.plan_scoring(image_dataset, "blur", batch_size=4, chunk_size=4, num_workers=0)
+    steps = sdk.run_scoring(plan)
+    next(steps)  # start
+    next(steps)  # first batch of 4: a full chunk, written
+    assert image_dataset.count("blur") == 4
+    next(steps)  # second batch
+    steps.close()  # the job stops here (like a killed worker)
+    assert image_dataset.count("blur") == 8
+    assert image_dataset.has_field("blur") and "blur" in runs.owned_fields(image_dataset)
