@@ -5,8 +5,9 @@ progress. Heavy dependencies (torch) are imported inside the SDK functions.
 """
 
 from .operators import OPERATORS
+from .panel import QualityPanel
 
-PANELS: list = []
+PANELS = [QualityPanel]
 
 
 def register_plugin(plugin) -> None:

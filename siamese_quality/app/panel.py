@@ -1,0 +1,368 @@
+"""The Quality panel: can a model be trusted, and where are the worst samples?
+
+Shows, for the chosen model, its calibration (true magnitude vs branch score on
+held-out images, with the fitted curve and its band), its magnitude correlation
+(predicted vs true, next to the classical baseline's numbers), and the
+distribution of its field over the current view, with one-click actions. Charts
+read stored run results and FiftyOne aggregations (``histogram_values``,
+``bounds``), never loop over samples in Python.
+"""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from siamese_quality import PLUGIN_NAME
+
+PANEL_NAME = "quality_panel"
+HISTOGRAM_BINS = 30
+# plotly.js 3 ignores string titles: {"text": ...} everywhere
+_MARGIN = {"t": 40, "b": 50, "l": 60, "r": 20}
+
+
+def _title(text: str) -> dict:
+    return {"text": text}
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+class QualityPanel(foo.Panel):
+    @property
+    def config(self):
+        return foo.PanelConfig(
+            name=PANEL_NAME,
+            label="Siamese quality",
+            icon="insights",
+            surfaces="grid",
+            help_markdown="Calibration and correlation evidence of the dataset's quality "
+            "models, the distribution of their fields, and quality actions.",
+        )
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def on_load(self, ctx):
+        from siamese_quality import runs
+
+        keys = runs.list_model_keys(ctx.dataset) if ctx.dataset is not None else []
+        ctx.panel.state.models = keys
+        current = ctx.panel.state.model
+        if keys and current not in keys:
+            ctx.panel.state.model = keys[0]
+        self._refresh(ctx)
+
+    def on_change_dataset(self, ctx):
+        ctx.panel.state.model = None
+        self.on_load(ctx)
+
+    def on_change_view(self, ctx):
+        self._refresh_distribution(ctx)
+
+    def on_change_model(self, ctx):
+        ctx.panel.state.model = ctx.params.get("value")
+        self._refresh(ctx)
+
+    # --- data ------------------------------------------------------------------------
+
+    def _model_context(self, ctx) -> tuple[str | None, dict | None, dict | None]:
+        from siamese_quality import runs
+
+        key = ctx.panel.state.model
+        if not key or key not in runs.list_model_keys(ctx.dataset):
+            return None, None, None
+        return key, runs.run_config(ctx.dataset, key), runs.load_results(ctx.dataset, key)
+
+    def _field(self, ctx) -> str | None:
+        key, config, _ = self._model_context(ctx)
+        if key is None:
+            return None
+        fields = [f for f in config.get("fields") or [] if not f.endswith("_raw")]
+        scored = [f for f in fields if ctx.dataset.has_field(f)]
+        return scored[0] if scored else None
+
+    def _refresh(self, ctx):
+        key, config, results = self._model_context(ctx)
+        ctx.panel.state.field = self._field(ctx)
+        if key is None:
+            return
+        evaluation = (results or {}).get("evaluation") or {}
+        points = evaluation.get("points") or {}
+        calibration = (results or {}).get("calibration") or {}
+        unit = config["unit"]
+        metrics = evaluation.get("metrics") or {}
+        baseline = evaluation.get("baseline") or {}
+        ctx.panel.state.summary = self._summary_markdown(key, config, metrics, baseline)
+
+        scatter = {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "held-out copies",
+            "x": points.get("score", []),
+            "y": points.get("magnitude", []),
+            "marker": {"size": 6, "opacity": 0.6},
+        }
+        curve = {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "calibration",
+            "x": calibration.get("x", []),
+            "y": calibration.get("y", []),
+            "line": {"width": 3},
+        }
+        band_low = {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "80 % band",
+            "x": calibration.get("band_x", []),
+            "y": calibration.get("band_low", []),
+            "line": {"width": 0},
+            "showlegend": False,
+        }
+        band_high = {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "80 % band",
+            "x": calibration.get("band_x", []),
+            "y": calibration.get("band_high", []),
+            "fill": "tonexty",
+            "line": {"width": 0},
+        }
+        ctx.panel.data.calibration = [band_low, band_high, scatter, curve]
+
+        magnitudes = points.get("magnitude", [])
+        low, high = (min(magnitudes), max(magnitudes)) if magnitudes else (0, 1)
+        ctx.panel.data.correlation = [
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "held-out copies",
+                "x": magnitudes,
+                "y": points.get("predicted", []),
+                "marker": {"size": 6, "opacity": 0.6},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "perfect",
+                "x": [low, high],
+                "y": [low, high],
+                "line": {"dash": "dash"},
+            },
+        ]
+        ctx.panel.state.unit = unit
+        distortion = config.get("distortion") or {}
+        ctx.panel.state.severity_max = float(
+            distortion.get("high", 1.0) - distortion.get("low", 0.0)
+        )
+        self._refresh_distribution(ctx)
+
+    def _refresh_distribution(self, ctx):
+        field = self._field(ctx)
+        ctx.panel.state.field = field
+        if field is None:
+            ctx.panel.data.distribution = []
+            return
+        view = ctx.view
+        counts, edges, _ = view.histogram_values(field, bins=HISTOGRAM_BINS)
+        centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        ctx.panel.state.edges = list(edges)
+        ctx.panel.state.scored = int(sum(counts))
+        ctx.panel.data.distribution = [
+            {
+                "type": "bar",
+                "name": field,
+                "x": centres,
+                "y": list(counts),
+                "width": [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)],
+            }
+        ]
+
+    @staticmethod
+    def _summary_markdown(key, config, metrics, baseline) -> str:
+        from siamese_quality.evaluation import PUBLISHED_CORRELATIONS
+
+        published = PUBLISHED_CORRELATIONS.get(config["task"])
+        lines = [
+            f"**{key}**: {config['task']} in {config['unit']}, {config['backbone']} at "
+            f"{config['working_resolution']} px",
+            "",
+            "| held-out | Pearson | Spearman | MAE |",
+            "|---|---|---|---|",
+            f"| this model | {_fmt(metrics.get('pearson'))} | {_fmt(metrics.get('spearman'))}"
+            f" | {_fmt(metrics.get('mae'))} |",
+        ]
+        if baseline:
+            lines.append(
+                f"| {baseline['name']} | {_fmt(baseline.get('pearson'))} | "
+                f"{_fmt(baseline.get('spearman'))} | {_fmt(baseline.get('mae'))} |"
+            )
+        if published is not None:
+            lines.append(f"| published write-up | {published:.3f} | - | - |")
+        return "\n".join(lines)
+
+    # --- actions ---------------------------------------------------------------------
+
+    def _set_view(self, ctx, view):
+        ctx.ops.set_view(view)
+
+    def worst_first(self, ctx):
+        from siamese_quality import actions
+
+        self._set_view(ctx, actions.worst_first(ctx.dataset, ctx.panel.state.field))
+
+    def best_first(self, ctx):
+        from siamese_quality import actions
+
+        self._set_view(
+            ctx, actions.worst_first(ctx.dataset, ctx.panel.state.field, best_first=True)
+        )
+
+    def show_worst_percent(self, ctx):
+        from siamese_quality import actions
+
+        percent = float(ctx.panel.state.percent or 10.0)
+        self._set_view(ctx, actions.worst_percent(ctx.dataset, ctx.panel.state.field, percent))
+
+    def tag_beyond(self, ctx):
+        from siamese_quality import actions
+
+        field = ctx.panel.state.field
+        threshold = float(ctx.panel.state.threshold or 0.0)
+        tag = f"low_{field}"
+        count = actions.tag_beyond(ctx.dataset, field, threshold, tag)
+        ctx.ops.notify(f"Tagged {count} samples '{tag}'")
+        ctx.ops.reload_dataset()
+
+    def clear_filter(self, ctx):
+        ctx.ops.clear_view()
+
+    def on_bar_click(self, ctx):
+        from siamese_quality import actions
+
+        edges = ctx.panel.state.edges or []
+        index = ctx.params.get("idx")
+        if index is None or not 0 <= index < len(edges) - 1:
+            return
+        view = actions.in_range(ctx.dataset, ctx.panel.state.field, edges[index], edges[index + 1])
+        self._set_view(ctx, view)
+
+    def on_percent(self, ctx):
+        ctx.panel.state.percent = ctx.params.get("value")
+
+    def on_threshold(self, ctx):
+        ctx.panel.state.threshold = ctx.params.get("value")
+
+    def open_train(self, ctx):
+        ctx.prompt(f"{PLUGIN_NAME}/train_quality_model")
+
+    def open_score(self, ctx):
+        ctx.prompt(f"{PLUGIN_NAME}/score_quality", params={"keys": [ctx.panel.state.model]})
+
+    # --- layout ----------------------------------------------------------------------
+
+    def render(self, ctx):
+        panel = types.Object()
+        keys = ctx.panel.state.models or []
+        if ctx.dataset is not None and ctx.dataset.media_type != "image":
+            panel.md("siamese_quality works on image datasets only.", name="not_images")
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        if not keys:
+            panel.md(
+                "### No quality model yet\n"
+                "Train a self-supervised model on these images: it learns, without "
+                "labels, how blurred, tilted or dark an image is, in real units.",
+                name="empty",
+            )
+            panel.btn("train", label="Train a model", on_click=self.open_train, variant="contained")
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+
+        choices = types.DropdownView()
+        for key in keys:
+            choices.add_choice(key, label=key)
+        panel.enum(
+            "model",
+            choices.values(),
+            default=ctx.panel.state.model,
+            label="Model",
+            view=choices,
+            on_change=self.on_change_model,
+        )
+        panel.md(ctx.panel.state.summary or "", name="summary")
+
+        unit = ctx.panel.state.unit or ""
+        charts = panel.h_stack("charts", align_x="center", gap=2)
+        charts.plot(
+            "calibration",
+            layout={
+                "title": _title("Calibration: true magnitude vs branch score"),
+                "xaxis": {"title": _title("branch score (raw)")},
+                "yaxis": {"title": _title(f"true magnitude ({unit})")},
+                "margin": _MARGIN,
+                "height": 340,
+            },
+        )
+        charts.plot(
+            "correlation",
+            layout={
+                "title": _title("Magnitude correlation (held-out images)"),
+                "xaxis": {"title": _title(f"true magnitude ({unit})")},
+                "yaxis": {"title": _title(f"predicted magnitude ({unit})")},
+                "margin": _MARGIN,
+                "height": 340,
+            },
+        )
+
+        field = ctx.panel.state.field
+        if field is None:
+            panel.md(
+                "### Not scored yet\nThis model has not written a field on this dataset.",
+                name="not_scored",
+            )
+            panel.btn(
+                "score", label="Score the dataset", on_click=self.open_score, variant="contained"
+            )
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+
+        panel.plot(
+            "distribution",
+            on_click=self.on_bar_click,
+            layout={
+                "title": _title(
+                    f"{field} over the current view "
+                    f"({ctx.panel.state.scored or 0} scored; click a bar to filter)"
+                ),
+                "xaxis": {"title": _title(f"{field} ({unit})")},
+                "yaxis": {"title": _title("samples")},
+                "margin": _MARGIN,
+                "height": 300,
+                "bargap": 0.05,
+            },
+        )
+        actions = panel.h_stack("actions", gap=1)
+        actions.btn("worst_first", label="Worst first", on_click=self.worst_first)
+        actions.btn("best_first", label="Best first", on_click=self.best_first)
+        actions.btn("show_worst", label="Show worst %", on_click=self.show_worst_percent)
+        actions.btn("tag", label="Tag beyond threshold", on_click=self.tag_beyond)
+        actions.btn("clear", label="Clear filter", on_click=self.clear_filter)
+        sliders = panel.h_stack("sliders", gap=2)
+        sliders.float(
+            "percent",
+            default=ctx.panel.state.percent or 10.0,
+            min=1.0,
+            max=100.0,
+            label="Worst %",
+            view=types.SliderView(),
+            on_change=self.on_percent,
+        )
+        sliders.float(
+            "threshold",
+            default=ctx.panel.state.threshold or 0.0,
+            min=0.0,
+            max=ctx.panel.state.severity_max or 1.0,
+            label=f"Tag threshold (severity, {unit})",
+            view=types.SliderView(),
+            on_change=self.on_threshold,
+        )
+        return types.Property(panel, view=types.GridView(orientation="vertical"))

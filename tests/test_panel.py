@@ -1,0 +1,129 @@
+"""The Quality panel through FiftyOne's panel execution path (no browser)."""
+
+import json
+
+import fiftyone.operators as foo
+import pytest
+
+import siamese_quality as sq
+from siamese_quality import PLUGIN_NAME
+
+PANEL_URI = f"{PLUGIN_NAME}/quality_panel"
+
+
+def _call(
+    dataset, method: str, state: dict | None = None, params: dict | None = None, view=None
+) -> dict:
+    """Runs a panel method; returns the new state, data patches, output and triggers."""
+    result = foo.execute_operator(
+        PANEL_URI,
+        ctx={
+            "dataset": dataset,
+            "view": view if view is not None else dataset.view(),
+            "params": {
+                "__method__": method,
+                "panel_id": "p1",
+                "panel_state": state or {},
+                **(params or {}),
+            },
+        },
+    )
+    assert result.error is None, result.error
+    out = {"state": dict(state or {}), "data": {}, "render": None, "triggers": []}
+    for request in result.executor.to_json()["requests"]:
+        name, p = request["operator_uri"].split("/")[-1], request["params"]
+        if name == "set_panel_state":
+            out["state"].update(p["state"])
+        elif name == "patch_panel_state":
+            out["state"].update(p["state"])
+        elif name in ("set_panel_data", "patch_panel_data"):
+            out["data"].update(p["data"])
+        elif name == "show_panel_output":
+            out["render"] = p["output"]
+        else:
+            out["triggers"].append(request)
+    return out
+
+
+@pytest.fixture
+def scored_dataset(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    return image_dataset
+
+
+def test_empty_dataset_guides_to_training(image_dataset):
+    out = _call(image_dataset, "on_load")
+    rendered = json.dumps(out["render"])
+    assert "No quality model yet" in rendered and "Train a model" in rendered
+
+
+def test_charts_hold_the_models_evidence_and_the_views_distribution(scored_dataset):
+    out = _call(scored_dataset, "on_load")
+    assert out["state"]["model"] == "blur" and out["state"]["field"] == "blur"
+    results = sq.runs.load_results(scored_dataset, "blur")
+    points, calibration = results["evaluation"]["points"], results["calibration"]
+
+    band_low, band_high, scatter, curve = out["data"]["calibration"]
+    assert scatter["x"] == points["score"] and scatter["y"] == points["magnitude"]
+    assert curve["x"] == calibration["x"] and curve["y"] == calibration["y"]
+    assert band_high["fill"] == "tonexty"
+    held_out, perfect = out["data"]["correlation"]
+    assert held_out["x"] == points["magnitude"] and held_out["y"] == points["predicted"]
+    (bars,) = out["data"]["distribution"]
+    assert sum(bars["y"]) == 12 == out["state"]["scored"]
+
+    rendered = json.dumps(out["render"])
+    for text in (
+        "Calibration",
+        "Magnitude correlation",
+        "true magnitude (px",
+        "variance of the Laplacian",
+        "0.955",
+        "Worst first",
+    ):
+        assert text in rendered, text
+
+
+def test_distribution_follows_the_current_view(scored_dataset):
+    state = _call(scored_dataset, "on_load")["state"]
+    out = _call(scored_dataset, "on_change_view", state, view=scored_dataset.limit(5))
+    assert sum(out["data"]["distribution"][0]["y"]) == 5
+
+
+@pytest.mark.parametrize(
+    "method, stage",
+    [
+        ("worst_first", "SortBy"),
+        ("best_first", "SortBy"),
+        ("show_worst_percent", "Limit"),
+    ],
+)
+def test_actions_set_the_apps_view(scored_dataset, method, stage):
+    state = _call(scored_dataset, "on_load")["state"]
+    out = _call(scored_dataset, method, state)
+    (set_view,) = [t for t in out["triggers"] if t["operator_uri"].endswith("set_view")]
+    assert any(stage in s["_cls"] for s in set_view["params"]["view"])
+
+
+def test_clicking_a_bar_filters_to_its_range(scored_dataset):
+    state = _call(scored_dataset, "on_load")["state"]
+    out = _call(scored_dataset, "on_bar_click", state, params={"idx": 0})
+    (set_view,) = [t for t in out["triggers"] if t["operator_uri"].endswith("set_view")]
+    assert any("Match" in s["_cls"] for s in set_view["params"]["view"])
+
+
+def test_tag_beyond_threshold_tags_samples(scored_dataset):
+    state = _call(scored_dataset, "on_load")["state"]
+    values = sorted(scored_dataset.values("blur"))
+    state["threshold"] = values[5]
+    _call(scored_dataset, "tag_beyond", state)
+    assert scored_dataset.match_tags("low_blur").count() == sum(v > values[5] for v in values)
+
+
+def test_model_not_scored_yet_offers_scoring(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["rotation"], key="rotation")
+    out = _call(image_dataset, "on_load")
+    rendered = json.dumps(out["render"])
+    assert "Not scored yet" in rendered and "Score the dataset" in rendered
+    assert out["data"]["calibration"]  # the evidence is shown before scoring too
