@@ -47,6 +47,16 @@ if [ ! -x "$mongod" ]; then
   [ -x "$mongod" ] || { echo "[setup] still no mongod at $mongod"; exit 1; }
 fi
 
+# The browser tests drive Debian's Chromium through Playwright (never `playwright
+# install`, which downloads browsers). Installed when we can; otherwise they skip.
+if ! command -v chromium >/dev/null 2>&1 && [ "${SKIP_CHROMIUM:-0}" != 1 ] \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[setup] installing Debian's chromium for the browser tests"
+  (apt-get install -y -q chromium >/dev/null 2>&1 \
+   || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+   || echo "[setup] could not install chromium: browser tests will be skipped"
+fi
+
 # FiftyOne discovers plugins by walking FIFTYONE_PLUGINS_DIR; a project-local folder
 # with a link to this repo keeps the user's own plugins folder untouched
 mkdir -p .plugins

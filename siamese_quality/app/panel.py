@@ -292,25 +292,25 @@ class QualityPanel(foo.Panel):
         panel.md(ctx.panel.state.summary or "", name="summary")
 
         unit = ctx.panel.state.unit or ""
-        charts = panel.h_stack("charts", align_x="center", gap=2)
-        charts.plot(
+        # plots stay at the top level: their data is looked up by property path
+        panel.plot(
             "calibration",
             layout={
                 "title": _title("Calibration: true magnitude vs branch score"),
                 "xaxis": {"title": _title("branch score (raw)")},
                 "yaxis": {"title": _title(f"true magnitude ({unit})")},
                 "margin": _MARGIN,
-                "height": 340,
+                "height": 320,
             },
         )
-        charts.plot(
+        panel.plot(
             "correlation",
             layout={
                 "title": _title("Magnitude correlation (held-out images)"),
                 "xaxis": {"title": _title(f"true magnitude ({unit})")},
                 "yaxis": {"title": _title(f"predicted magnitude ({unit})")},
                 "margin": _MARGIN,
-                "height": 340,
+                "height": 320,
             },
         )
 
