@@ -20,6 +20,7 @@ _SDK_NAMES = (
     "import_model",
     "model_info",
     "ModelInfo",
+    "changed_since_scoring",
 )
 
 

@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
+# Below this the working-resolution image would be mostly invented by upscaling
+MIN_SIDE = 16
+
 
 class ImageLoadError(Exception):
     """An image could not be read; ``kind`` names the reason (e.g. ``"missing"``)."""
@@ -68,7 +71,8 @@ def decode(source: ImageSource, short_side: int) -> Image.Image:
     """Decodes ``source`` to an upright RGB image with its shorter side ``short_side``.
 
     Raises:
-        ImageLoadError: the source is missing, empty, not an image or unreadable
+        ImageLoadError: the source is missing, empty, not an image, unreadable, too
+            small (under ``MIN_SIDE`` px) or over Pillow's decompression-bomb limit
     """
     image = _open(source)
     try:
@@ -78,6 +82,12 @@ def decode(source: ImageSource, short_side: int) -> Image.Image:
         image = ImageOps.exif_transpose(image)
         image = _to_rgb(image)
         width, height = image.size
+        if min(width, height) < MIN_SIDE:
+            raise ImageLoadError(
+                "too_small",
+                f"{_name(source)}: {width}x{height} px is below the {MIN_SIDE} px "
+                "minimum for a quality score",
+            )
         scale = short_side / min(width, height)
         new_size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
         if new_size != image.size:
@@ -85,10 +95,16 @@ def decode(source: ImageSource, short_side: int) -> Image.Image:
         return image
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError("too_large", f"{_name(source)}: {e}") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise ImageLoadError(
-            "corrupt", f"{getattr(image, 'filename', '') or 'image'}: {e}"
-        ) from None
+        raise ImageLoadError("corrupt", f"{_name(source)}: {e}") from None
+
+
+def _name(source: ImageSource) -> str:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return type(source).__name__
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -43,9 +43,19 @@ def validate_key(key: str) -> str:
     return key
 
 
-def list_model_keys(samples: fo.core.collections.SampleCollection) -> list[str]:
-    """Keys of the siamese_quality models on the dataset of ``samples``."""
-    return samples._root_dataset.list_runs(method=RUN_METHOD)
+def list_model_keys(
+    samples: fo.core.collections.SampleCollection, include_incomplete: bool = False
+) -> list[str]:
+    """Keys of the siamese_quality models on the dataset of ``samples``.
+
+    A model is *complete* once its weights, run and results are all stored; a job
+    killed in between leaves an incomplete run, which is hidden and replaced by
+    the next training with that key.
+    """
+    dataset = samples._root_dataset
+    if include_incomplete:
+        return dataset.list_runs(method=RUN_METHOD)
+    return dataset.list_runs(method=RUN_METHOD, complete=True)
 
 
 def require_model(samples, key: str) -> None:
@@ -85,9 +95,11 @@ def register_model(
         weights_sha256=sha256,
         library_version=__version__,
         fields=list(fields or []),
+        complete=False,
     )
     samples.register_run(key, config, overwrite=overwrite, cleanup=False)
     save_results(dataset, key, model_results(model))
+    update_config(dataset, key, complete=True)  # last: only now does the model appear
 
 
 def model_results(model: PretextModel) -> dict:
@@ -126,7 +138,7 @@ def update_config(samples, key: str, **changes) -> None:
 def owned_fields(dataset: fo.Dataset) -> dict[str, str]:
     """Fields written by any siamese_quality model on ``dataset``, mapped to its key."""
     owners = {}
-    for key in list_model_keys(dataset):
+    for key in list_model_keys(dataset, include_incomplete=True):
         for field in getattr(dataset.get_run_info(key).config, "fields", None) or []:
             owners[field] = key
     return owners
@@ -134,7 +146,9 @@ def owned_fields(dataset: fo.Dataset) -> dict[str, str]:
 
 def delete_model_record(dataset: fo.Dataset, key: str) -> list[str]:
     """Deletes run ``key``, its weights folder and the fields it wrote; returns the fields."""
-    config = run_config(dataset, key)
+    if key not in list_model_keys(dataset, include_incomplete=True):
+        require_model(dataset, key)  # raises the usual message
+    config = dataset.get_run_info(key).config.serialize()
     fields = [f for f in config.get("fields") or [] if dataset.has_field(f)]
     for field in fields:
         dataset.delete_sample_field(field)

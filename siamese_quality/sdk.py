@@ -113,18 +113,22 @@ def _new_weights_path(dataset: fo.Dataset, key: str) -> str:
     return os.path.join(folder, f"model-{stamp}-{uuid.uuid4().hex[:6]}.pt")
 
 
-def _check_new_key(dataset: fo.Dataset, key: str, overwrite: bool) -> None:
+def _check_new_key(dataset: fo.Dataset, key: str, overwrite: bool) -> bool:
+    """Validates a key for a new model; returns whether a run is to be replaced."""
     runs.validate_key(key)
-    if dataset.has_run(key) and key not in runs.list_model_keys(dataset):
+    if dataset.has_run(key) and key not in runs.list_model_keys(dataset, True):
         raise ValueError(f"key {key!r} is already used by another kind of run on this dataset")
     if key in runs.list_model_keys(dataset) and not overwrite:
         raise ValueError(f"A model with key {key!r} exists; pass overwrite=True to replace it")
+    # an incomplete run (a killed training) is replaced without asking
+    return dataset.has_run(key)
 
 
 def _record(
     dataset: fo.Dataset, key: str, model: PretextModel, path: str, sha256: str, overwrite: bool
 ) -> ModelInfo:
-    previous = runs.run_config(dataset, key) if key in runs.list_model_keys(dataset) else None
+    known = key in runs.list_model_keys(dataset, include_incomplete=True)
+    previous = dataset.get_run_info(key).config.serialize() if known else None
     fields = previous.get("fields", []) if previous else []
     runs.register_model(dataset, key, model, path, sha256, fields, overwrite=overwrite)
     old_path = (previous or {}).get("weights_path")
@@ -168,7 +172,7 @@ def train(
     dataset = _dataset(samples)
     _require_images(samples)
     key = key or task
-    _check_new_key(dataset, key, overwrite)
+    replace = _check_new_key(dataset, key, overwrite)
     try:
         config = TrainingConfig(
             task=task, max_seconds=max_seconds, backbone=backbone, **training_options
@@ -191,7 +195,7 @@ def train(
 
         model = train_pretext_model(paths, config, progress=report, checkpoint_path=checkpoint)
     sha256 = model.save(path)
-    info = _record(dataset, key, model, path, sha256, overwrite)
+    info = _record(dataset, key, model, path, sha256, replace)
     if os.path.isfile(checkpoint):
         os.remove(checkpoint)
     return info
@@ -200,19 +204,33 @@ def train(
 # --- scoring -------------------------------------------------------------------------
 
 
-def _field_descriptions(key: str, model: PretextModel) -> tuple[str, str]:
+def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
+    """``{suffix: description}`` of the fields a model writes (suffix "" is the value)."""
     resolution = (
         f"at a working resolution of {model.working_resolution} px (images resized so "
         f"their shorter side is {model.working_resolution} px, centre square)"
     )
-    calibrated = (
-        f"{model.task} in {model.unit}, predicted by siamese_quality model '{key}' {resolution}"
-    )
-    raw = (
-        f"raw branch score of siamese_quality model '{key}' (larger: larger "
-        f"{model.task} magnitude) {resolution}"
-    )
-    return calibrated, raw
+    return {
+        "": f"{model.task} in {model.unit}, predicted by siamese_quality model '{key}' "
+        f"{resolution}",
+        "_raw": f"raw branch score of siamese_quality model '{key}' (larger: larger "
+        f"{model.task} magnitude) {resolution}",
+        "_fingerprint": "size and modification time of the image file when siamese_quality "
+        f"model '{key}' scored it (finds files changed since)",
+    }
+
+
+FIELD_SUFFIXES = ("", "_raw", "_fingerprint")
+_FIELD_TYPES = {"": fo.FloatField, "_raw": fo.FloatField, "_fingerprint": fo.StringField}
+
+
+def file_fingerprint(path: str) -> str | None:
+    """``"size:mtime_ns"`` of a file, or None if it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 @dataclass
@@ -221,10 +239,15 @@ class ScoringPlan:
 
     samples: Samples
     models: dict[str, PretextModel]  # key -> model
-    fields: dict[str, str]  # key -> calibrated field; raw scores go to f"{field}_raw"
+    fields: dict[str, str]  # key -> field; also f"{field}_raw" and f"{field}_fingerprint"
     batch_size: int
     num_workers: int | None
     chunk_size: int
+    skip_unchanged: bool = False
+    job: str | None = None  # shards of one sharded job share it (and their field locks)
+
+    def targets(self) -> list[str]:
+        return [f"{name}{suffix}" for name in self.fields.values() for suffix in FIELD_SUFFIXES]
 
 
 def check_scoring_request(
@@ -255,11 +278,13 @@ def check_scoring_request(
     for name in fields:
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"field must be a valid identifier, got {name!r}")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"field: two models cannot write the same field {fields}")
     for k in keys:
         runs.require_model(dataset, k)
     owners = runs.owned_fields(dataset)
     for k, name in zip(keys, fields, strict=True):
-        for target in (name, f"{name}_raw"):
+        for target in (f"{name}{suffix}" for suffix in FIELD_SUFFIXES):
             owner = owners.get(target)
             if dataset.has_field(target) and owner != k and not overwrite:
                 who = f"model {owner!r}" if owner else "you (not siamese_quality)"
@@ -278,6 +303,8 @@ def plan_scoring(
     num_workers: int | None = None,
     batch_size: int = 64,
     chunk_size: int = 1000,
+    skip_unchanged: bool = False,
+    job: str | None = None,
 ) -> ScoringPlan:
     """Validates a scoring request and loads its models, without writing anything."""
     fields = check_scoring_request(samples, key, field, overwrite)
@@ -286,7 +313,9 @@ def plan_scoring(
     if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     models = {k: load_model(samples, k) for k in fields}
-    return ScoringPlan(samples, models, fields, batch_size, num_workers, chunk_size)
+    return ScoringPlan(
+        samples, models, fields, batch_size, num_workers, chunk_size, skip_unchanged, job
+    )
 
 
 def prepare_fields(plan: ScoringPlan) -> None:
@@ -296,72 +325,114 @@ def prepare_fields(plan: ScoringPlan) -> None:
     """
     dataset = _dataset(plan.samples)
     for key, name in plan.fields.items():
-        described = _field_descriptions(key, plan.models[key])
-        for target, description in zip((name, f"{name}_raw"), described, strict=True):
+        descriptions = _field_descriptions(key, plan.models[key])
+        for suffix in FIELD_SUFFIXES:
+            target = f"{name}{suffix}"
             if not dataset.has_field(target):
                 dataset.add_sample_field(
                     target,
-                    fo.FloatField,
-                    description=description,
+                    _FIELD_TYPES[suffix],
+                    description=descriptions[suffix],
                     info={"siamese_quality_model": key},
                 )
         recorded = runs.run_config(dataset, key).get("fields") or []
-        new = [t for t in (name, f"{name}_raw") if t not in recorded]
+        new = [f"{name}{suffix}" for suffix in FIELD_SUFFIXES if f"{name}{suffix}" not in recorded]
         if new:
             runs.update_config(dataset, key, fields=[*recorded, *new])
+
+
+def _samples_to_score(plan: ScoringPlan) -> tuple[list[str], list[str], list[str | None]]:
+    """(ids, paths, current fingerprints) of the samples this run must score."""
+    ids, paths = plan.samples.values(["id", "filepath"])
+    fingerprints = [file_fingerprint(p) for p in paths]
+    if not plan.skip_unchanged:
+        return ids, paths, fingerprints
+    dataset = _dataset(plan.samples)
+    done = [True] * len(ids)
+    for name in plan.fields.values():
+        if not dataset.has_field(f"{name}_fingerprint"):
+            done = [False] * len(ids)
+            break
+        values, stored = plan.samples.values([name, f"{name}_fingerprint"])
+        done = [
+            d and v is not None and s == f
+            for d, v, s, f in zip(done, values, stored, fingerprints, strict=True)
+        ]
+    keep = [i for i, d in enumerate(done) if not d]
+    return [ids[i] for i in keep], [paths[i] for i in keep], [fingerprints[i] for i in keep]
 
 
 def run_scoring(plan: ScoringPlan):
     """Scores the plan's samples; a generator of progress fractions in [0, 1].
 
-    Fields are written every ``chunk_size`` samples. Unreadable images get null
-    values and a reason. The summary is stored in each run's results and returned
-    as the generator's value (``StopIteration.value``).
+    The output fields are locked against other scoring jobs for the duration.
+    Values are written every ``chunk_size`` samples. Unreadable images get null
+    values and a reason. With ``skip_unchanged``, samples that already have values
+    for files that did not change are left as they are (resuming an interrupted
+    job, or scoring only new and changed images). The summary is stored in each
+    run's results and returned as the generator's value (``StopIteration.value``).
     """
+    from .locks import field_locks
+
     dataset = _dataset(plan.samples)
-    prepare_fields(plan)
-    ids, paths = plan.samples.values(["id", "filepath"])
+    ids, paths, fingerprints = _samples_to_score(plan)
     total = len(ids)
-    pending: dict[str, dict] = {}
-    failures: list[dict] = []
-    scored = written = 0
-
-    def flush() -> None:
-        nonlocal pending, written
-        for target, values in pending.items():
-            if values:
-                dataset.set_values(target, values, key_field="id")
-        written += len(next(iter(pending.values()), {}))
-        pending = {}
-
-    def stage(sample_id: str, values: dict[str, float | None]) -> None:
-        for target, value in values.items():
-            pending.setdefault(target, {})[sample_id] = value
-
+    skipped = len(plan.samples) - total if plan.skip_unchanged else 0
     yield 0.0
-    for batch in iter_model_scores(paths, plan.models, plan.batch_size, plan.num_workers):
-        for position, index in enumerate(batch.indices):
-            values = {}
-            for key, name in plan.fields.items():
-                values[name] = float(batch.calibrated[key][position])
-                values[f"{name}_raw"] = float(batch.raw[key][position])
-            stage(ids[index], values)
-        for failure in batch.failures:
-            index = failure["index"]
-            failures.append(
-                {
-                    "id": ids[index],
-                    "filepath": paths[index],
-                    "kind": failure["kind"],
-                    "message": failure["message"],
-                }
-            )
-            stage(ids[index], {t: None for n in plan.fields.values() for t in (n, f"{n}_raw")})
-        scored += len(batch.indices)
-        if sum(len(v) for v in pending.values()) >= plan.chunk_size * 2 * len(plan.fields):
-            flush()
-        yield (scored + len(failures)) / max(total, 1)
-    flush()
+    if not total:
+        return {
+            "samples": 0,
+            "scored": 0,
+            "failed": 0,
+            "skipped_unchanged": skipped,
+            "failure_kinds": {},
+            "fields": dict(plan.fields),
+            "message": "nothing to score" + (f" ({skipped} unchanged)" if skipped else ""),
+        }
+
+    with field_locks(str(dataset._doc.id), plan.targets(), plan.job) as locks:
+        prepare_fields(plan)
+        pending: dict[str, dict] = {}
+        failures: list[dict] = []
+        scored = 0
+
+        def flush() -> None:
+            nonlocal pending
+            for target, values in pending.items():
+                dataset.set_values(target, values, key_field="id")
+            pending = {}
+            for lock in locks:
+                lock.heartbeat()
+
+        def stage(index: int, values: dict[str, float | None]) -> None:
+            for name in plan.fields.values():
+                values[f"{name}_fingerprint"] = fingerprints[index]
+            for target, value in values.items():
+                pending.setdefault(target, {})[ids[index]] = value
+
+        for batch in iter_model_scores(paths, plan.models, plan.batch_size, plan.num_workers):
+            for position, index in enumerate(batch.indices):
+                values = {}
+                for key, name in plan.fields.items():
+                    values[name] = float(batch.calibrated[key][position])
+                    values[f"{name}_raw"] = float(batch.raw[key][position])
+                stage(index, values)
+            for failure in batch.failures:
+                index = failure["index"]
+                failures.append(
+                    {
+                        "id": ids[index],
+                        "filepath": paths[index],
+                        "kind": failure["kind"],
+                        "message": failure["message"],
+                    }
+                )
+                stage(index, {f"{n}{s}": None for n in plan.fields.values() for s in ("", "_raw")})
+            scored += len(batch.indices)
+            if len(next(iter(pending.values()), {})) >= plan.chunk_size:
+                flush()
+            yield (scored + len(failures)) / total
+        flush()
 
     kinds: dict[str, int] = {}
     for failure in failures:
@@ -370,6 +441,7 @@ def run_scoring(plan: ScoringPlan):
         "samples": total,
         "scored": scored,
         "failed": len(failures),
+        "skipped_unchanged": skipped,
         "failure_kinds": kinds,
         "fields": dict(plan.fields),
         "message": _summary_message(total, scored, kinds),
@@ -380,6 +452,19 @@ def run_scoring(plan: ScoringPlan):
         results["scoring"] = {**summary, "failures": failures[:1000]}
         runs.save_results(dataset, key, results)
     return summary
+
+
+def changed_since_scoring(samples: Samples, key: str, field: str | None = None):
+    """The samples whose image file changed (or vanished) after model ``key`` scored it."""
+    runs.require_model(samples, key)
+    name = field or key
+    if not samples._root_dataset.has_field(f"{name}_fingerprint"):
+        return samples.limit(0)
+    ids, paths, stored = samples.exists(f"{name}_fingerprint").values(
+        ["id", "filepath", f"{name}_fingerprint"]
+    )
+    changed = [i for i, p, s in zip(ids, paths, stored, strict=True) if file_fingerprint(p) != s]
+    return samples.select(changed)
 
 
 def _summary_message(total: int, scored: int, kinds: dict[str, int]) -> str:
@@ -403,6 +488,7 @@ def score(
     chunk_size: int = 1000,
     progress: ProgressArg = None,
     num_shards: int = 1,
+    skip_unchanged: bool = False,
 ) -> dict:
     """Writes calibrated quality values (and raw scores) of ``samples`` to fields.
 
@@ -410,6 +496,12 @@ def score(
     (default: the key) and its raw branch score to ``<field>_raw``. Several keys
     are scored from one decode of each image. Unreadable images get null values;
     their reasons are stored in the run results (``scoring``).
+
+    ``skip_unchanged=True`` leaves samples alone that already have values for an
+    image file that has not changed since (resume an interrupted job, or score
+    only new and changed images); the file's size and modification time are kept
+    in ``<field>_fingerprint``. Only one job at a time writes a field: a second
+    one is refused with a message naming the first.
 
     With ``num_shards > 1`` nothing is scored here: the fields are created and
     ``num_shards`` delegated operations over disjoint parts of ``samples`` are
@@ -420,9 +512,11 @@ def score(
         or ``{"queued": [operation ids], ...}`` when sharded
     """
     if num_shards != 1:
-        queued = queue_scoring_shards(samples, key, num_shards, field, overwrite)
+        queued = queue_scoring_shards(samples, key, num_shards, field, overwrite, skip_unchanged)
         return {"queued": queued, "message": f"queued {len(queued)} delegated scoring operations"}
-    plan = plan_scoring(samples, key, field, overwrite, num_workers, batch_size, chunk_size)
+    plan = plan_scoring(
+        samples, key, field, overwrite, num_workers, batch_size, chunk_size, skip_unchanged
+    )
     show_bar = progress is None or progress is True
     steps = run_scoring(plan)
     with fou.ProgressBar(total=100, progress=show_bar, iters_str="%") as bar:
@@ -441,6 +535,7 @@ def queue_scoring_shards(
     num_shards: int,
     field: str | Sequence[str] | None = None,
     overwrite: bool = False,
+    skip_unchanged: bool = False,
 ) -> list[str]:
     """Creates the output fields, then queues one delegated scoring operation per shard.
 
@@ -460,6 +555,7 @@ def queue_scoring_shards(
             "(set dataset.persistent = True)"
         )
     prepare_fields(plan)
+    job = uuid.uuid4().hex  # the shards hold the field locks together
     ids = samples.values("id")
     shards = [
         list(chunk)
@@ -476,7 +572,9 @@ def queue_scoring_shards(
                 "keys": list(plan.fields),
                 "fields": list(plan.fields.values()),
                 "overwrite": overwrite,
+                "skip_unchanged": skip_unchanged,
                 "num_shards": 1,
+                "job": job,
             },
             request_delegation=True,
         )
@@ -541,10 +639,11 @@ def import_model(
     The file is validated (format, version, safe loading) before anything is written.
     """
     dataset = _dataset(samples)
+    _require_images(samples)
     model = PretextModel.load(path)
     key = key or model.task
-    _check_new_key(dataset, key, overwrite)
+    replace = _check_new_key(dataset, key, overwrite)
     target = _new_weights_path(dataset, key)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(path, target)
-    return _record(dataset, key, model, target, sha256_of_file(target), overwrite)
+    return _record(dataset, key, model, target, sha256_of_file(target), replace)

@@ -50,7 +50,12 @@ def test_score_writes_calibrated_and_raw_fields_matching_the_model(image_dataset
     expected_values, expected_raw = model.score_images(paths)
     assert np.allclose(raw, expected_raw, atol=1e-5)
     assert np.allclose(values, expected_values, atol=1e-5)
-    assert runs.run_config(image_dataset, "blur")["fields"] == ["blur", "blur_raw"]
+    assert runs.run_config(image_dataset, "blur")["fields"] == [
+        "blur",
+        "blur_raw",
+        "blur_fingerprint",
+    ]
+    assert isinstance(schema["blur_fingerprint"], fo.StringField)
     # the fields work with FiftyOne's own views
     assert image_dataset.sort_by("blur").first().blur == min(values)
 
@@ -116,11 +121,11 @@ def test_delete_removes_the_run_weights_and_its_fields_only(image_dataset, tiny_
     weights = runs.run_config(image_dataset, "blur")["weights_path"]
 
     deleted = sq.delete_model(image_dataset, "blur")
-    assert sorted(deleted) == ["blur", "blur_raw"]
+    assert sorted(deleted) == ["blur", "blur_fingerprint", "blur_raw"]
     assert image_dataset.list_runs() == ["rotation"]
     assert not os.path.exists(weights)
     schema = image_dataset.get_field_schema()
-    assert "blur" not in schema and "blur_raw" not in schema
+    assert not {"blur", "blur_raw", "blur_fingerprint"} & set(schema)
     assert image_dataset.count("rotation") == 12 and image_dataset.values("my_notes")[0] == "keep"
     with pytest.raises(ValueError, match="Unknown model key 'blur'"):
         sq.score(image_dataset, key="blur", progress=False)

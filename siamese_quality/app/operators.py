@@ -43,6 +43,12 @@ def _notice(inputs, name: str, label: str, description: str) -> types.Property:
     return types.Property(inputs)
 
 
+def _param(ctx, name: str, default):
+    """``ctx.params[name]``, or ``default`` only when it is missing (0 is a value)."""
+    value = ctx.params.get(name)
+    return default if value is None else value
+
+
 def _invalid(prop: types.Property, message: str) -> None:
     prop.invalid = True
     prop.error_message = message
@@ -116,7 +122,7 @@ class TrainModel(foo.Operator):
         seconds = inputs.float(
             "max_seconds", default=120.0, required=True, min=1.0, label="Time budget (seconds)"
         )
-        if (ctx.params.get("max_seconds") or 120.0) <= 0:
+        if _param(ctx, "max_seconds", 120.0) <= 0:
             _invalid(seconds, "The time budget must be positive")
         inputs.int(
             "epochs",
@@ -127,7 +133,7 @@ class TrainModel(foo.Operator):
         resolution = inputs.int(
             "working_resolution", default=128, required=True, label="Working resolution (px)"
         )
-        if (ctx.params.get("working_resolution") or 128) < 32:
+        if _param(ctx, "working_resolution", 128) < 32:
             _invalid(resolution, "The working resolution must be at least 32 px")
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         ctx.target_view()  # adds the view-target choice
@@ -137,14 +143,14 @@ class TrainModel(foo.Operator):
         import siamese_quality as sq
 
         backbone = ctx.params.get("backbone")
-        options = {"working_resolution": ctx.params.get("working_resolution") or 128}
+        options = {"working_resolution": _param(ctx, "working_resolution", 128)}
         if ctx.params.get("epochs"):
             options["epochs"] = ctx.params["epochs"]
         info = sq.train(
             ctx.target_view(),
             task=ctx.params["task"],
             key=ctx.params.get("key") or ctx.params["task"],
-            max_seconds=ctx.params.get("max_seconds") or 120.0,
+            max_seconds=_param(ctx, "max_seconds", 120.0),
             backbone=None if backbone in (None, "task default") else backbone,
             overwrite=bool(ctx.params.get("overwrite", False)),
             progress=lambda record: ctx.set_progress(
@@ -217,6 +223,13 @@ class ScoreSamples(foo.Operator):
             except ValueError as e:
                 _invalid(keys_prop, str(e))
         inputs.bool("overwrite", default=False, label="Overwrite fields I created myself")
+        inputs.bool(
+            "skip_unchanged",
+            default=False,
+            label="Only new and changed images",
+            description="Keep the values of images scored before whose files did "
+            "not change (also resumes an interrupted job)",
+        )
         inputs.int(
             "num_shards",
             default=1,
@@ -240,17 +253,25 @@ class ScoreSamples(foo.Operator):
         keys = ctx.params.get("keys") or _model_keys(ctx)
         fields = ctx.params.get("fields")  # set by a sharded parent
         overwrite = bool(ctx.params.get("overwrite", False))
+        skip_unchanged = bool(ctx.params.get("skip_unchanged", False))
         num_shards = int(ctx.params.get("num_shards") or 1)
         if num_shards > 1:
-            queued = sdk.queue_scoring_shards(view, keys, num_shards, fields, overwrite)
+            queued = sdk.queue_scoring_shards(
+                view, keys, num_shards, fields, overwrite, skip_unchanged
+            )
             yield ctx.ops.notify(f"Queued {len(queued)} scoring operations")
             return
         plan = sdk.plan_scoring(
-            view, keys, fields, overwrite, num_workers=None if ctx.delegated else 0
+            view,
+            keys,
+            fields,
+            overwrite,
+            num_workers=None if ctx.delegated else 0,
+            skip_unchanged=skip_unchanged,
+            job=ctx.params.get("job"),
         )
         steps = sdk.run_scoring(plan)
-        summary = None
-        while summary is None:
+        while True:
             try:
                 fraction = next(steps)
             except StopIteration as done:
@@ -492,7 +513,7 @@ class FilterByQuality(foo.Operator):
             percent = inputs.float(
                 "percent", default=10.0, min=0.0, max=100.0, label="Worst percent"
             )
-            if not 0 < (ctx.params.get("percent") or 10.0) <= 100:
+            if not 0 < _param(ctx, "percent", 10.0) <= 100:
                 _invalid(percent, "Choose a percentage above 0 and at most 100")
         return types.Property(inputs)
 
@@ -503,7 +524,7 @@ class FilterByQuality(foo.Operator):
         if ctx.params.get("mode") == "range":
             view = actions.in_range(view, field, ctx.params.get("low"), ctx.params.get("high"))
         else:
-            view = actions.worst_percent(view, field, ctx.params.get("percent") or 10.0)
+            view = actions.worst_percent(view, field, _param(ctx, "percent", 10.0))
         ctx.ops.set_view(view)
         return {"count": view.count()}
 
