@@ -87,13 +87,21 @@ def iter_model_scores(
         collate_fn=_collate,
         persistent_workers=False,
     )
-    for items in loader:
-        ok = [(index, squares) for index, squares, failure in items if failure is None]
-        failures = [{"index": index, **failure} for index, _, failure in items if failure]
-        raw, calibrated = {}, {}
-        if ok:
-            for name, model in models.items():
-                images = torch.stack([squares[model.working_resolution] for _, squares in ok])
-                raw[name] = model.raw_scores(images, batch_size)
-                calibrated[name] = model.calibrated(raw[name])
-        yield ScoredBatch([index for index, _ in ok], raw, calibrated, failures)
+    # Decoding workers and inference threads share the CPUs: leave the workers theirs
+    # (OpenMP threads that spin-wait on a busy core slow both down)
+    threads = torch.get_num_threads()
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    try:
+        for items in loader:
+            ok = [(index, squares) for index, squares, failure in items if failure is None]
+            failures = [{"index": index, **failure} for index, _, failure in items if failure]
+            raw, calibrated = {}, {}
+            if ok:
+                for name, model in models.items():
+                    images = torch.stack([squares[model.working_resolution] for _, squares in ok])
+                    raw[name] = model.raw_scores(images, batch_size)
+                    calibrated[name] = model.calibrated(raw[name])
+            yield ScoredBatch([index for index, _ in ok], raw, calibrated, failures)
+    finally:
+        torch.set_num_threads(threads)
