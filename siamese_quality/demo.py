@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {uri}")
     print()
 
-    from siamese_quality import sdk
+    from siamese_quality import actions, sdk
 
     infos = train_demo_models(dataset, args.seconds, args.retrain)
     summary = sdk.score(dataset, key=list(DEMO_TASKS), progress=False)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     print(dataset)
     print("\nHeld-out evidence (validation photos, distorted at known magnitudes):")
     print(results_table(infos))
-    worst = sdk.actions.worst_first(dataset, "blur").first()
+    worst = actions.worst_first(dataset, "blur").first()
     print(
         f"\nMost blurred photo: {os.path.basename(worst.filepath)} "
         f"(blur sigma {worst.blur:.2f} px at {infos[0].working_resolution} px)"

@@ -55,6 +55,29 @@ def test_demo_refuses_to_replace_a_dataset_it_did_not_create(dataset_factory, tm
     assert len(fo.load_dataset(user_ds.name)) == 2
 
 
+@pytest.mark.slow
+def test_demo_main_trains_scores_and_prints_its_evidence(tmp_path, capsys):
+    """The README's main job, end to end, with tiny budgets."""
+    name = unique_name("sq-demo")
+    try:
+        demo.main(["--data-dir", str(tmp_path / "photos"), "--dataset", name, "--seconds", "3"])
+        out = capsys.readouterr().out
+        dataset = fo.load_dataset(name)
+        for task in demo.DEMO_TASKS:
+            assert dataset.count(task) == len(demo.SKIMAGE_COLOR_PHOTOS)
+            assert f"\n{task} " in out  # a row of the evidence table
+        assert "Most blurred photo:" in out
+        most_blurred = dataset.sort_by("blur", reverse=True).first().filepath
+        assert os.path.basename(most_blurred) == out.split("Most blurred photo: ")[1].split()[0]
+
+        # a second run reuses the models instead of training again
+        demo.main(["--data-dir", str(tmp_path / "photos"), "--dataset", name, "--seconds", "3"])
+        assert capsys.readouterr().out.count("reusing model") == len(demo.DEMO_TASKS)
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
 def test_package_builds_as_a_wheel_with_the_app_modules(tmp_path):
     out = subprocess.run(
         [
