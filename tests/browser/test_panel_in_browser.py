@@ -185,17 +185,29 @@ def test_panel_renders_charts_and_its_action_changes_the_grid(app_server, panel_
             timeout=60000,
         )
         page.wait_for_selector("text=Calibration: true magnitude vs branch score", timeout=30000)
-        page.wait_for_timeout(800)
-        scatter_points = page.eval_on_selector_all(
-            ".js-plotly-plot .scatterlayer .trace .points path", "e => e.length"
-        )
-        curve_lines = page.eval_on_selector_all(
-            ".js-plotly-plot .scatterlayer .trace .js-line", "e => e.length"
-        )
-        bars = page.eval_on_selector_all(".js-plotly-plot .barlayer .bars path", "e => e.length")
-        assert scatter_points >= 2 * 9, scatter_points  # held-out copies in two charts
-        assert curve_lines >= 2, curve_lines  # calibration curve and the diagonal
-        assert bars >= 1, bars  # distribution of the field
+        # the chart frames render before the panel's data arrives: wait for the traces
+        counts_js = """() => {
+            const n = (selector) => document.querySelectorAll('.js-plotly-plot ' + selector).length;
+            return {
+                points: n('.scatterlayer .trace .points path'),
+                lines: n('.scatterlayer .trace .js-line'),
+                bars: n('.barlayer .bars path'),
+            };
+        }"""
+        try:
+            page.wait_for_function(
+                f"() => {{ const c = ({counts_js})(); "
+                "return c.points >= 18 && c.lines >= 2 && c.bars >= 1; }",
+                timeout=60000,
+            )
+        except Exception:
+            page.screenshot(path=os.path.join(shots, "quality-panel-timeout.png"))
+        counts = page.evaluate(counts_js)
+        # on failure, show what the panel displayed (an error, an empty state)
+        seen = (counts, page.inner_text("body")[-1500:])
+        assert counts["points"] >= 2 * 9, seen  # held-out copies in two charts
+        assert counts["lines"] >= 2, seen  # calibration curve and the diagonal
+        assert counts["bars"] >= 1, seen  # distribution of the field
         page.screenshot(path=os.path.join(shots, "quality-panel.png"))
 
         grid_box = page.locator('[data-cy="fo-grid"]').bounding_box()
