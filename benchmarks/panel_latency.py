@@ -1,0 +1,96 @@
+"""How fast the Quality panel follows a view change, on a dataset of N samples.
+
+    python benchmarks/panel_latency.py --n 10000
+
+Builds a dataset of N samples with a scored blur field (values only: the panel
+reads fields and run results, never image files), then times the panel's
+``on_load`` and ``on_change_view`` through FiftyOne's panel execution path, next
+to the bare ``histogram_values`` aggregation they rely on (the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+# the panel runs through FiftyOne's operator registry: find the plugin as `make` does
+os.environ.setdefault(
+    "FIFTYONE_PLUGINS_DIR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".plugins"),
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import fiftyone as fo
+    import fiftyone.operators as foo
+    import numpy as np
+
+    import siamese_quality as sq
+    from siamese_quality.demo import write_skimage_photos
+    from siamese_quality.training import TrainingConfig, train_pretext_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        photos = write_skimage_photos(os.path.join(folder, "photos"))
+        model_file = os.path.join(folder, "blur.pt")
+        config = TrainingConfig(task="blur", max_seconds=None, max_steps=4, validation_every=2)
+        train_pretext_model(photos, config).save(model_file)
+
+        dataset = fo.Dataset()
+        try:
+            rng = np.random.default_rng(0)
+            dataset.add_samples(
+                [fo.Sample(filepath=photos[i % len(photos)]) for i in range(args.n)], progress=False
+            )
+            sq.import_model(dataset, model_file, key="blur")
+            sq.score(dataset.limit(len(photos)), key="blur", progress=False)  # creates fields
+            dataset.set_values("blur", rng.uniform(0, 3, args.n).tolist())
+            view = dataset.match(fo.ViewField("blur") > 1.0)
+
+            def call(method: str, state: dict, on_view) -> tuple[float, dict]:
+                started = time.perf_counter()
+                result = foo.execute_operator(
+                    f"{sq.PLUGIN_NAME}/quality_panel",
+                    ctx={
+                        "dataset": dataset,
+                        "view": on_view,
+                        "params": {"__method__": method, "panel_id": "p", "panel_state": state},
+                    },
+                )
+                seconds = time.perf_counter() - started
+                assert result.error is None, result.error
+                new_state = dict(state)
+                for request in result.executor.to_json()["requests"]:
+                    if request["operator_uri"].endswith("panel_state"):
+                        new_state.update(request["params"]["state"])
+                return seconds, new_state
+
+            _, state = call("on_load", {}, dataset.view())  # warm caches, get the state
+            timings = {"histogram_values (baseline)": [], "on_load": [], "on_change_view": []}
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                view.histogram_values("blur", bins=30)
+                timings["histogram_values (baseline)"].append(time.perf_counter() - started)
+                timings["on_load"].append(call("on_load", {}, dataset.view())[0])
+                timings["on_change_view"].append(call("on_change_view", state, view)[0])
+        finally:
+            dataset.delete()
+
+    print(f"\n{args.n} samples, median of {args.repeats}")
+    print("step                         | seconds")
+    for name, values in timings.items():
+        print(f"{name:28s} | {statistics.median(values):.3f}")
+
+
+if __name__ == "__main__":
+    main()
