@@ -122,3 +122,43 @@ def field_locks(
     finally:
         for lock in held:
             lock.release()
+
+
+class RunResultsBusyError(RuntimeError):
+    """Another process kept a run's results locked for longer than the timeout."""
+
+
+@contextmanager
+def run_results_lock(dataset_id: str, key: str, timeout_s: float = 60.0) -> Iterator[None]:
+    """Serialises read-modify-write of one run's results across processes.
+
+    The shards of a sharded job finish at nearly the same moment and each adds its
+    summary to the same results: without this, one shard's write replaces the
+    results file that another is reading or has just written. Waits (it is held for
+    a fraction of a second); a holder whose process died is taken over.
+    """
+    import time
+
+    collection = _collection()
+    lock_id = f"results:{dataset_id}:{key}"
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            collection.insert_one({"_id": lock_id, "token": token, "holder": _holder()})
+            break
+        except DuplicateKeyError:
+            doc = collection.find_one({"_id": lock_id})
+            if doc is not None and not _alive(doc["holder"]):
+                collection.delete_one({"_id": lock_id, "token": doc["token"]})
+                continue
+            if time.monotonic() > deadline:
+                raise RunResultsBusyError(
+                    f"the results of model {key!r} stayed locked for {timeout_s:.0f} s "
+                    f"by another process; try again"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        collection.delete_one({"_id": lock_id, "token": token})

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 
 import fiftyone as fo
 import fiftyone.constants as foc
+import gridfs.errors
 
 from . import __version__
 from .pretext_model import PretextModel
@@ -114,13 +117,44 @@ def model_results(model: PretextModel) -> dict:
 
 
 def save_results(dataset: fo.Dataset, key: str, results: dict) -> None:
+    """Replaces the results of run ``key`` (a new run; later changes: :func:`update_results`)."""
     dataset.save_run_results(key, dataset.init_run_results(key, **results), overwrite=True)
 
 
-def load_results(samples, key: str) -> dict:
+def update_results(dataset: fo.Dataset, key: str, change: Callable[[dict], None]) -> dict:
+    """Applies ``change`` to the stored results of ``key``, one process at a time.
+
+    Returns:
+        the results as stored
+    """
+    from .locks import run_results_lock
+
+    with run_results_lock(str(dataset._doc.id), key):
+        # fresh run records: replacing a results file that another process already
+        # replaced would leave its file behind, unreferenced
+        dataset.reload()
+        results = load_results(dataset, key)
+        change(results)
+        save_results(dataset, key, results)
+    return results
+
+
+def load_results(samples, key: str, attempts: int = 20) -> dict:
     """The stored results of model ``key`` as a plain dict."""
     require_model(samples, key)
-    results = samples._root_dataset.load_run_results(key, cache=False, load_view=False)
+    dataset = samples._root_dataset
+    for attempt in range(attempts):
+        try:
+            results = dataset.load_run_results(key, cache=False, load_view=False)
+            break
+        except (AttributeError, gridfs.errors.NoFile):
+            # Another process replaced the results file since this process loaded the
+            # dataset (or is replacing it now): FiftyOne then still points at the
+            # deleted file. Reload the dataset's run records and read again.
+            if attempt == attempts - 1:
+                raise
+            dataset.reload()
+            time.sleep(0.05 * attempt)
     return {
         name: getattr(results, name, None)
         for name in ("calibration", "evaluation", "training", "evaluations", "scoring")

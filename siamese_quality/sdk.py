@@ -447,11 +447,35 @@ def run_scoring(plan: ScoringPlan):
         "message": _summary_message(total, scored, kinds),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
+
+    def record(results: dict) -> None:
+        results["scoring"] = _merged_scoring(results.get("scoring"), summary, failures, plan.job)
+
     for key in plan.fields:
-        results = runs.load_results(dataset, key)
-        results["scoring"] = {**summary, "failures": failures[:1000]}
-        runs.save_results(dataset, key, results)
+        runs.update_results(dataset, key, record)
     return summary
+
+
+MAX_STORED_FAILURES = 1000
+_SUMMED = ("samples", "scored", "failed", "skipped_unchanged")
+
+
+def _merged_scoring(previous: dict | None, summary: dict, failures: list, job: str | None) -> dict:
+    """The scoring record of a run: this job's summary, or, for the shards of one
+    sharded job (same ``job``), the sum of the shards finished so far."""
+    record = {**summary, "job": job, "shards": 1, "failures": failures[:MAX_STORED_FAILURES]}
+    if job is None or not previous or previous.get("job") != job:
+        return record
+    for name in _SUMMED:
+        record[name] = previous.get(name, 0) + summary[name]
+    kinds = dict(previous.get("failure_kinds") or {})
+    for kind, count in summary["failure_kinds"].items():
+        kinds[kind] = kinds.get(kind, 0) + count
+    record["failure_kinds"] = kinds
+    record["shards"] = previous.get("shards", 1) + 1
+    record["failures"] = [*(previous.get("failures") or []), *failures][:MAX_STORED_FAILURES]
+    record["message"] = _summary_message(record["samples"], record["scored"], kinds)
+    return record
 
 
 def changed_since_scoring(samples: Samples, key: str, field: str | None = None):
@@ -607,9 +631,11 @@ def evaluate(
     report["implementation"] = implementation
     report["evaluated_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     dataset = _dataset(samples)
-    results = runs.load_results(dataset, key)
-    results["evaluations"] = [*(results.get("evaluations") or []), report]
-    runs.save_results(dataset, key, results)
+    runs.update_results(
+        dataset,
+        key,
+        lambda results: results.update(evaluations=[*(results.get("evaluations") or []), report]),
+    )
     return report
 
 

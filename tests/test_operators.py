@@ -13,7 +13,7 @@ from bson import ObjectId
 from fiftyone.operators.delegated import DelegatedOperationService
 
 import siamese_quality as sq
-from siamese_quality import PLUGIN_NAME
+from siamese_quality import PLUGIN_NAME, runs
 
 
 def _uri(name: str) -> str:
@@ -215,8 +215,14 @@ def test_two_workers_share_a_sharded_scoring_job_like_one_run(image_dataset, tin
             worker.terminate()
         for worker in workers:
             worker.wait(timeout=30)
-    assert states == ["completed"] * 4, states
+    errors = [
+        getattr(service.get(ObjectId(op_id)).result, "error", None) for op_id in summary["queued"]
+    ]
+    assert states == ["completed"] * 4, (states, errors)
     assert image_dataset.count("sharded") == 12
+    # the run's record sums the four shards (each added its part, none overwrote another)
+    record = runs.load_results(image_dataset, "blur")["scoring"]
+    assert (record["shards"], record["samples"], record["scored"]) == (4, 12, 12), record
     # equal up to float rounding (a shard's batches differ from one run's batches); a
     # steep calibration curve scales a 1e-5 raw difference up, hence the unit tolerance
     assert np.allclose(

@@ -207,3 +207,22 @@ def test_scoring_writes_in_chunks_so_partial_work_is_kept(image_dataset, tiny_mo
     steps.close()  # the job stops here (like a killed worker)
     assert image_dataset.count("blur") == 8
     assert image_dataset.has_field("blur") and "blur" in runs.owned_fields(image_dataset)
+
+
+def test_results_changed_by_another_process_are_read_not_a_crash(image_dataset, tiny_model_files):
+    """A long-lived process (the App server, a worker) holds the dataset while another
+    process scores or evaluates: FiftyOne then still points at the replaced results file."""
+    import subprocess
+    import sys
+
+    image_dataset.persistent = True  # the other process must see it
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    assert sq.model_info(image_dataset, "blur").key == "blur"  # loads the run here
+    other_process = (
+        "import fiftyone as fo, siamese_quality as sq; "
+        f"sq.evaluate(fo.load_dataset({image_dataset.name!r}).limit(4), key='blur')"
+    )
+    subprocess.run([sys.executable, "-c", other_process], check=True, timeout=300)
+
+    (report,) = runs.load_results(image_dataset, "blur")["evaluations"]
+    assert report["images"] == 4
