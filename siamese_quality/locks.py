@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,24 +135,17 @@ def run_results_lock(dataset_id: str, key: str, timeout_s: float = 60.0) -> Iter
 
     The shards of a sharded job finish at nearly the same moment and each adds its
     summary to the same results: without this, one shard's write replaces the
-    results file that another is reading or has just written. Waits (it is held for
-    a fraction of a second); a holder whose process died is taken over.
+    results file that another is reading or has just written. A :class:`FieldLock`
+    with a job of its own (so no one joins it), waited for instead of refused: it is
+    held for a fraction of a second.
     """
-    import time
-
-    collection = _collection()
-    lock_id = f"results:{dataset_id}:{key}"
-    token = uuid.uuid4().hex
+    lock = FieldLock(dataset_id, f"results:{key}", job=uuid.uuid4().hex)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            collection.insert_one({"_id": lock_id, "token": token, "holder": _holder()})
+            lock.acquire()
             break
-        except DuplicateKeyError:
-            doc = collection.find_one({"_id": lock_id})
-            if doc is not None and not _alive(doc["holder"]):
-                collection.delete_one({"_id": lock_id, "token": doc["token"]})
-                continue
+        except FieldLockedError:
             if time.monotonic() > deadline:
                 raise RunResultsBusyError(
                     f"the results of model {key!r} stayed locked for {timeout_s:.0f} s "
@@ -161,4 +155,4 @@ def run_results_lock(dataset_id: str, key: str, timeout_s: float = 60.0) -> Iter
     try:
         yield
     finally:
-        collection.delete_one({"_id": lock_id, "token": token})
+        lock.release()
