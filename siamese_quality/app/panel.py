@@ -25,6 +25,22 @@ def _title(text: str) -> dict:
     return {"text": text}
 
 
+def _markers(name: str, x: list, y: list) -> dict:
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": name,
+        "x": x,
+        "y": y,
+        "marker": {"size": 6, "opacity": 0.6},
+    }
+
+
+def _line(name: str, x: list, y: list, line: dict, **trace) -> dict:
+    """A line trace; ``trace`` adds plotly keys such as ``fill`` and ``showlegend``."""
+    return {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": y, "line": line, **trace}
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -66,90 +82,57 @@ class QualityPanel(foo.Panel):
 
     # --- data ------------------------------------------------------------------------
 
-    def _model_context(self, ctx) -> tuple[str | None, dict | None, dict | None]:
+    def _model_key(self, ctx) -> str | None:
         from siamese_quality import runs
 
         key = ctx.panel.state.model
-        if not key or key not in runs.list_model_keys(ctx.dataset):
-            return None, None, None
-        return key, runs.run_config(ctx.dataset, key), runs.load_results(ctx.dataset, key)
+        return key if key and key in runs.list_model_keys(ctx.dataset) else None
 
     def _field(self, ctx) -> str | None:
-        key, config, _ = self._model_context(ctx)
+        """The model's calibrated field on this dataset (None until it scored)."""
+        from siamese_quality import runs
+
+        key = self._model_key(ctx)
         if key is None:
             return None
-        fields = [f for f in config.get("fields") or [] if not f.endswith("_raw")]
-        scored = [f for f in fields if ctx.dataset.has_field(f)]
+        fields = runs.run_config(ctx.dataset, key).get("fields") or []
+        scored = [f for f in fields if not f.endswith("_raw") and ctx.dataset.has_field(f)]
         return scored[0] if scored else None
 
     def _refresh(self, ctx):
-        key, config, results = self._model_context(ctx)
-        ctx.panel.state.field = self._field(ctx)
+        from siamese_quality import runs
+
+        key = self._model_key(ctx)
         if key is None:
+            ctx.panel.state.field = None
             return
-        evaluation = (results or {}).get("evaluation") or {}
+        config = runs.run_config(ctx.dataset, key)
+        results = runs.load_results(ctx.dataset, key)  # once per refresh: a GridFS read
+        evaluation = results.get("evaluation") or {}
         points = evaluation.get("points") or {}
-        calibration = (results or {}).get("calibration") or {}
+        calibration = results.get("calibration") or {}
         unit = config["unit"]
         metrics = evaluation.get("metrics") or {}
         baseline = evaluation.get("baseline") or {}
         ctx.panel.state.summary = self._summary_markdown(key, config, metrics, baseline)
 
-        scatter = {
-            "type": "scatter",
-            "mode": "markers",
-            "name": "held-out copies",
-            "x": points.get("score", []),
-            "y": points.get("magnitude", []),
-            "marker": {"size": 6, "opacity": 0.6},
-        }
-        curve = {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "calibration",
-            "x": calibration.get("x", []),
-            "y": calibration.get("y", []),
-            "line": {"width": 3},
-        }
-        band_low = {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "80 % band",
-            "x": calibration.get("band_x", []),
-            "y": calibration.get("band_low", []),
-            "line": {"width": 0},
-            "showlegend": False,
-        }
-        band_high = {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "80 % band",
-            "x": calibration.get("band_x", []),
-            "y": calibration.get("band_high", []),
-            "fill": "tonexty",
-            "line": {"width": 0},
-        }
-        ctx.panel.data.calibration = [band_low, band_high, scatter, curve]
+        band = calibration.get("band_x", [])
+        ctx.panel.data.calibration = [
+            _line(
+                "80 % band", band, calibration.get("band_low", []), {"width": 0}, showlegend=False
+            ),
+            _line(
+                "80 % band", band, calibration.get("band_high", []), {"width": 0}, fill="tonexty"
+            ),
+            _markers("held-out copies", points.get("score", []), points.get("magnitude", [])),
+            _line("calibration", calibration.get("x", []), calibration.get("y", []), {"width": 3}),
+        ]
 
         magnitudes = points.get("magnitude", [])
         low, high = (min(magnitudes), max(magnitudes)) if magnitudes else (0, 1)
         ctx.panel.data.correlation = [
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": "held-out copies",
-                "x": magnitudes,
-                "y": points.get("predicted", []),
-                "marker": {"size": 6, "opacity": 0.6},
-            },
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": "perfect",
-                "x": [low, high],
-                "y": [low, high],
-                "line": {"dash": "dash"},
-            },
+            _markers("held-out copies", magnitudes, points.get("predicted", [])),
+            _line("perfect", [low, high], [low, high], {"dash": "dash"}),
         ]
         ctx.panel.state.unit = unit
         distortion = config.get("distortion") or {}
