@@ -43,6 +43,12 @@ def _notice(inputs, name: str, label: str, description: str) -> types.Property:
     return types.Property(inputs)
 
 
+def _no_models_notice(inputs) -> types.Property:
+    return _notice(
+        inputs, "no_models", "No models yet", "Train a model first (Siamese quality: train model)."
+    )
+
+
 def _param(ctx, name: str, default):
     """``ctx.params[name]``, or ``default`` only when it is missing (0 is a value)."""
     value = ctx.params.get(name)
@@ -190,12 +196,7 @@ class ScoreSamples(foo.Operator):
             return types.Property(inputs)
         keys = _model_keys(ctx)
         if not keys:
-            return _notice(
-                inputs,
-                "no_models",
-                "No models yet",
-                "Train a model first (Siamese quality: train model).",
-            )
+            return _no_models_notice(inputs)
         choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
         for key in keys:
             choices.add_choice(key, label=key)
@@ -292,12 +293,7 @@ class ScoreSamples(foo.Operator):
 def _model_input(ctx, inputs, label: str = "Model") -> str | None:
     keys = _model_keys(ctx)
     if not keys:
-        _notice(
-            inputs,
-            "no_models",
-            "No models yet",
-            "Train a model first (Siamese quality: train model).",
-        )
+        _no_models_notice(inputs)
         return None
     _dropdown(inputs, "key", keys, label, default=ctx.params.get("key"), required=True)
     return ctx.params.get("key") or keys[0]
