@@ -41,7 +41,7 @@ class TrainingConfig:
     task: str = "blur"
     backbone: str | None = None  # None: the task's default (see Distortion.training_defaults)
     pretrained: bool | str = False
-    working_resolution: int = 128
+    working_resolution: int | None = None  # None: the task's default (128 px for most)
     # side of the training crops as a fraction of the working resolution (same scale);
     # 1.0: whole images. None: the task's default
     patch_fraction: float | None = None
@@ -63,7 +63,12 @@ class TrainingConfig:
 
     def resolved(self) -> TrainingConfig:
         """A copy with every ``None`` default filled in from the task's defaults."""
-        defaults = {"backbone": "small_cnn", "learning_rate": 1e-3, "patch_fraction": 1.0}
+        defaults = {
+            "backbone": "small_cnn",
+            "learning_rate": 1e-3,
+            "patch_fraction": 1.0,
+            "working_resolution": 128,
+        }
         defaults.update(get_distortion(self.task).training_defaults)
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return replace(self, **changes)

@@ -210,3 +210,12 @@ def test_torchvision_backbones_load_a_local_pretrained_weights_file(tmp_path, ba
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match=f"not {backbone} weights"):
         QualityBranch(backbone, pretrained=str(wrong))
+
+
+def test_task_defaults_fill_only_the_options_left_open():
+    contrast = TrainingConfig(task="contrast").resolved()
+    # contrast reads fine grain, so it works at twice the usual resolution
+    assert (contrast.working_resolution, contrast.patch_fraction) == (256, 0.5)
+    assert TrainingConfig(task="blur").resolved().working_resolution == 128
+    chosen = TrainingConfig(task="contrast", working_resolution=96, patch_fraction=1.0).resolved()
+    assert (chosen.working_resolution, chosen.patch_fraction) == (96, 1.0)

@@ -137,9 +137,12 @@ class TrainModel(foo.Operator):
             "passes over the images, if sooner than the time budget",
         )
         resolution = inputs.int(
-            "working_resolution", default=128, required=True, label="Working resolution (px)"
+            "working_resolution",
+            label="Working resolution (px, optional)",
+            description="Leave empty for the task's default (128 px; contrast 256 px)",
         )
-        if _param(ctx, "working_resolution", 128) < 32:
+        chosen_resolution = ctx.params.get("working_resolution")
+        if chosen_resolution is not None and chosen_resolution < 32:
             _invalid(resolution, "The working resolution must be at least 32 px")
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         ctx.target_view()  # adds the view-target choice
@@ -149,9 +152,11 @@ class TrainModel(foo.Operator):
         import siamese_quality as sq
 
         backbone = ctx.params.get("backbone")
-        options = {"working_resolution": _param(ctx, "working_resolution", 128)}
-        if ctx.params.get("epochs"):
-            options["epochs"] = ctx.params["epochs"]
+        options = {
+            name: ctx.params[name]
+            for name in ("working_resolution", "epochs")
+            if ctx.params.get(name) is not None
+        }
         info = sq.train(
             ctx.target_view(),
             task=ctx.params["task"],
