@@ -10,7 +10,9 @@ scientific images (astronomy, microscopy, retina). Each model is calibrated on i
 own validation images (taken from the training images), so the test images take
 part in nothing but the measurement. The classical baseline and the model on an
 independent implementation of the distortion are measured on the same test images
-in the same run.
+in the same run. --train-skimage-grayscale adds the ten grayscale photos scikit-image
+ships (camera, coins, moon, page, text, clock, brick, grass, gravel, cell) to the
+training images: more varied content, never any of the colour test photos.
 """
 
 from __future__ import annotations
@@ -32,21 +34,35 @@ from siamese_quality.training import TrainingConfig, train_pretext_model
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def images_in(folder: str) -> list[str]:
-    paths = sorted(
-        os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES)
-    )
-    if not paths:
-        sys.exit(f"no images in {folder}")
+SKIMAGE_FOLDER = os.path.join(tempfile.gettempdir(), "siamese_quality_skimage")
+
+
+def images_in(*folders: str) -> list[str]:
+    paths = []
+    for folder in folders:
+        found = sorted(
+            os.path.join(folder, f)
+            for f in os.listdir(folder)
+            if f.lower().endswith(IMAGE_SUFFIXES)
+        )
+        if not found:
+            sys.exit(f"no images in {folder}")
+        paths += found
     return paths
 
 
 def skimage_split() -> tuple[list[str], list[str]]:
     from siamese_quality.demo import write_skimage_photos
 
-    paths = write_skimage_photos(os.path.join(tempfile.gettempdir(), "siamese_quality_skimage"))
+    paths = write_skimage_photos(SKIMAGE_FOLDER)
     test = paths[1::3]
     return [p for p in paths if p not in test], test
+
+
+def skimage_grayscale_photos() -> list[str]:
+    from siamese_quality.demo import SKIMAGE_GRAYSCALE_PHOTOS, write_skimage_photos
+
+    return write_skimage_photos(SKIMAGE_FOLDER, SKIMAGE_GRAYSCALE_PHOTOS)
 
 
 def run_task(task: str, train: list[str], test: list[str], args) -> dict:
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-images", help="folder of training photos")
+    parser.add_argument("--train-images", nargs="+", help="folder(s) of training photos")
     parser.add_argument("--test-images", help="folder of held-out test photos")
     parser.add_argument(
         "--tasks",
@@ -143,19 +159,28 @@ def main(argv: list[str] | None = None) -> None:
         help=f"comma-separated, from: {','.join(list_distortions())}",
     )
     parser.add_argument("--max-seconds", type=float, default=120.0)
-    parser.add_argument("--working-resolution", type=int, default=128)
+    parser.add_argument(
+        "--working-resolution", type=int, default=None, help="default: each task's own"
+    )
     parser.add_argument("--backbone", default=None, help="default: each task's own default")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-skimage-grayscale",
+        action="store_true",
+        help="also train on the grayscale photos scikit-image ships (camera, moon, cell, ...)",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 
     if bool(args.train_images) != bool(args.test_images):
         parser.error("give both --train-images and --test-images, or neither")
     train, test = (
-        (images_in(args.train_images), images_in(args.test_images))
+        (images_in(*args.train_images), images_in(args.test_images))
         if args.train_images
         else skimage_split()
     )
+    if args.train_skimage_grayscale:
+        train += skimage_grayscale_photos()
     print(
         f"{len(train)} training photos, {len(test)} test photos, "
         f"{args.max_seconds:.0f} s per task, torch {torch.__version__} on "
@@ -170,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                     "train_images": len(train),
                     "test_images": len(test),
                     "max_seconds": args.max_seconds,
+                    "seed": args.seed,
                     "tasks": rows,
                 }
                 json.dump(summary, f, indent=2)

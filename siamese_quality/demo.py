@@ -9,6 +9,7 @@ set-up first); ``--app`` opens the FiftyOne App on the dataset.
 
 import argparse
 import os
+from collections.abc import Sequence
 
 import fiftyone as fo
 import numpy as np
@@ -32,25 +33,44 @@ SKIMAGE_COLOR_PHOTOS = (
 )
 
 
-def write_skimage_photos(folder: str) -> list[str]:
-    """Writes the scikit-image colour photos to ``folder`` as PNG files.
+# Grayscale photographs bundled with scikit-image (camera, microscopy, astronomy,
+# textures, scanned text): more varied content for training, never in the demo
+SKIMAGE_GRAYSCALE_PHOTOS = (
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+)
+
+
+def write_skimage_photos(folder: str, names: Sequence[str] = SKIMAGE_COLOR_PHOTOS) -> list[str]:
+    """Writes scikit-image's bundled photos to ``folder`` as RGB PNG files.
 
     Existing files are kept, so a second call costs nothing.
 
+    Args:
+        names: ``skimage.data`` functions, e.g. :data:`SKIMAGE_GRAYSCALE_PHOTOS`
+
     Returns:
-        the absolute file paths, in ``SKIMAGE_COLOR_PHOTOS`` order
+        the absolute file paths, in ``names`` order
     """
     import skimage.data
 
     os.makedirs(folder, exist_ok=True)
     paths = []
-    for name in SKIMAGE_COLOR_PHOTOS:
+    for name in names:
         path = os.path.abspath(os.path.join(folder, f"{name}.png"))
         if not os.path.isfile(path):
             pixels = getattr(skimage.data, name)()
             if isinstance(pixels, tuple):  # stereo_motorcycle -> (left, right, disparity)
                 pixels = pixels[0]
-            Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path)
+            Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB").save(path)
         paths.append(path)
     return paths
 

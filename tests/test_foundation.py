@@ -47,6 +47,18 @@ def test_demo_dataset_is_built_from_skimage_photos_and_reused(tmp_path):
             fo.delete_dataset(name)
 
 
+def test_grayscale_skimage_photos_are_written_as_rgb_files(tmp_path):
+    from PIL import Image
+
+    paths = demo.write_skimage_photos(str(tmp_path), demo.SKIMAGE_GRAYSCALE_PHOTOS)
+    assert [os.path.basename(p) for p in paths] == [
+        f"{name}.png" for name in demo.SKIMAGE_GRAYSCALE_PHOTOS
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.mode == "RGB" and min(image.size) >= 100
+
+
 def test_demo_refuses_to_replace_a_dataset_it_did_not_create(dataset_factory, tmp_path):
     user_ds = dataset_factory(persistent=True)
     user_ds.add_samples([fo.Sample(filepath=p) for p in write_generated_images(tmp_path, 2)])
