@@ -92,6 +92,7 @@ class TrainModel(foo.Operator):
     def resolve_input(self, ctx):
         from siamese_quality.distortions import list_distortions
         from siamese_quality.model import BACKBONES
+        from siamese_quality.training import TrainingConfig
 
         inputs = types.Object()
         if not _images_only(ctx, inputs):
@@ -136,10 +137,16 @@ class TrainModel(foo.Operator):
             description="Stop after this many "
             "passes over the images, if sooner than the time budget",
         )
+        # params set by hand (SDK, API) may name no known task: no default to show then
+        default_resolution = (
+            f" ({TrainingConfig(task=task).resolved().working_resolution} px)"
+            if task in tasks
+            else ""
+        )
         resolution = inputs.int(
             "working_resolution",
             label="Working resolution (px, optional)",
-            description="Leave empty for the task's default (128 px; contrast 256 px)",
+            description=f"Leave empty for this task's default{default_resolution}",
         )
         chosen_resolution = ctx.params.get("working_resolution")
         if chosen_resolution is not None and chosen_resolution < 32:
