@@ -41,6 +41,13 @@ def _line(name: str, x: list, y: list, line: dict, **trace) -> dict:
     return {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": y, "line": line, **trace}
 
 
+def _scored_field(dataset, config: dict) -> str | None:
+    """The calibrated field a model's run config names, once it exists on ``dataset``."""
+    fields = config.get("fields") or []
+    scored = [f for f in fields if not f.endswith("_raw") and dataset.has_field(f)]
+    return scored[0] if scored else None
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -74,7 +81,7 @@ class QualityPanel(foo.Panel):
         self.on_load(ctx)
 
     def on_change_view(self, ctx):
-        self._refresh_distribution(ctx)
+        self._refresh_distribution(ctx, self._field(ctx))
 
     def on_change_model(self, ctx):
         ctx.panel.state.model = ctx.params.get("value")
@@ -93,11 +100,9 @@ class QualityPanel(foo.Panel):
         from siamese_quality import runs
 
         key = self._model_key(ctx)
-        if key is None:
-            return None
-        fields = runs.run_config(ctx.dataset, key).get("fields") or []
-        scored = [f for f in fields if not f.endswith("_raw") and ctx.dataset.has_field(f)]
-        return scored[0] if scored else None
+        return (
+            None if key is None else _scored_field(ctx.dataset, runs.run_config(ctx.dataset, key))
+        )
 
     def _refresh(self, ctx):
         from siamese_quality import runs
@@ -139,10 +144,9 @@ class QualityPanel(foo.Panel):
         ctx.panel.state.severity_max = float(
             distortion.get("high", 1.0) - distortion.get("low", 0.0)
         )
-        self._refresh_distribution(ctx)
+        self._refresh_distribution(ctx, _scored_field(ctx.dataset, config))
 
-    def _refresh_distribution(self, ctx):
-        field = self._field(ctx)
+    def _refresh_distribution(self, ctx, field: str | None):
         ctx.panel.state.field = field
         if field is None:
             ctx.panel.data.distribution = []
