@@ -235,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         for seed in seeds:
-            rows.append(run_task(task, seed, train, test, args))
+            row = run_task(task, seed, train, test, args)
+            rows.append(row)
             save()  # after every run: a long benchmark keeps what it measured
-            row = rows[-1]
             print(
                 f"  {task}, seed {seed}: Pearson {row['pearson']:.3f}, "
                 f"Spearman {row['spearman']:.3f} ({row['steps']} steps, {row['stop_reason']})",
