@@ -104,23 +104,11 @@ class Augmentation:
         return math.ceil(working_resolution * distortion.supersample * self.max_scale)
 
     def __call__(
-        self,
-        image: torch.Tensor,
-        crop_size: int,
-        rng: np.random.Generator,
-        content_size: int | None = None,
+        self, image: torch.Tensor, crop_size: int, rng: np.random.Generator
     ) -> torch.Tensor:
-        """A ``crop_size`` square of ``image`` shown at 1 to ``max_scale`` times the size
-        it has when its short side is ``content_size`` (default ``crop_size``).
-
-        A patch smaller than the working resolution must show content at the working
-        scale, the scale it is scored at; resizing the whole image to the patch would
-        train on a downscaled view (finer grain, sharper edges per pixel).
-        """
-        content_size = content_size or crop_size
         short = min(image.shape[-2:])
-        scale = rng.uniform(1.0, max(1.0, min(self.max_scale, short / content_size)))
-        target = max(crop_size, round(content_size * scale))
+        scale = rng.uniform(1.0, max(1.0, min(self.max_scale, short / crop_size)))
+        target = max(crop_size, round(crop_size * scale))
         if target != short:
             image = F.resize(image, [target], antialias=True)
         height, width = image.shape[-2:]
@@ -163,7 +151,6 @@ class SiamesePairDataset(torch.utils.data.Dataset):
         self.sources = list(sources)
         self.distortion = distortion
         self.patch_size = patch_size or working_resolution
-        self.content_size = working_resolution * distortion.supersample
         self.pairs_per_image = pairs_per_image
         self.augmentation = augmentation or Augmentation.for_distortion(distortion)
         self.seed = seed
@@ -174,9 +161,7 @@ class SiamesePairDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         rng = np.random.default_rng([self.seed, index])
         source = self.sources[index % len(self.sources)]
-        patch = self.augmentation(
-            source, self.patch_size * self.distortion.supersample, rng, self.content_size
-        )
+        patch = self.augmentation(source, self.patch_size * self.distortion.supersample, rng)
         first, second = stratified_magnitudes(self.distortion, 2, rng)
         images = [render(patch, self.distortion, m, self.patch_size) for m in (first, second)]
         label = 1.0 if first > second else 0.0
@@ -214,7 +199,6 @@ class GroupedBatches:
         self.sources = list(sources)
         self.distortion = distortion
         self.patch_size = patch_size or working_resolution
-        self.content_size = working_resolution * distortion.supersample
         self.images_per_batch = min(images_per_batch, len(self.sources))
         self.magnitudes_per_image = magnitudes_per_image
         self.augmentation = augmentation or Augmentation.for_distortion(distortion)
@@ -245,7 +229,7 @@ class GroupedBatches:
         crop = self.patch_size * self.distortion.supersample
         images, magnitudes, groups = [], [], []
         for group, index in enumerate(self._next_indices()):
-            patch = self.augmentation(self.sources[index], crop, self.rng, self.content_size)
+            patch = self.augmentation(self.sources[index], crop, self.rng)
             for m in stratified_magnitudes(self.distortion, self.magnitudes_per_image, self.rng):
                 images.append(render(patch, self.distortion, m, self.patch_size))
                 magnitudes.append(m)
