@@ -470,8 +470,8 @@ register_distortion(
         # A flattened photo differs from a naturally flat scene mostly in its fine grain
         # (sensor noise and texture shrink with the factor), which downscaling to 128 px
         # averages away: held-out Spearman 0.871-0.885 at 128 px (3 seeds), 0.847-0.934 at
-        # 256 px (9 runs), 33 training photos (benchmarks/RESULTS.md). Half-size crops keep
-        # a step as cheap as whole 128-px images.
+        # 256 px (9 runs), 33 training photos (benchmarks/RESULTS.md). Half-size patches
+        # (views of the photo at 128-179 px) keep a step as cheap as whole 128-px images.
         training_defaults={
             "backbone": "small_cnn",
             "working_resolution": 256,

@@ -72,8 +72,10 @@ def stratified_magnitudes(
 class Augmentation:
     """Label-preserving augmentation of a source image before it is distorted.
 
-    Always a random crop at a random scale (content seen at several sizes) and a
-    random horizontal flip. Depending on the distortion (its ``invariances``) also
+    Always a random ``crop_size`` crop of the image resized so its short side is 1 to
+    ``max_scale`` times ``crop_size`` (content seen at several sizes; a patch smaller
+    than the working resolution is a smaller view of most of the photo) and a random
+    horizontal flip. Depending on the distortion (its ``invariances``) also
     vertical flips and 90-degree turns (``"turns"``), a random channel order
     (``"channels"``) and a random gamma (``"tone"``): more kinds of content from the
     same few photos. It is applied to the source *before* the distortion, so the
