@@ -74,8 +74,9 @@ class Augmentation:
 
     Always a random ``crop_size`` crop of the image resized so its short side is 1 to
     ``max_scale`` times ``crop_size`` (content seen at several sizes; a patch smaller
-    than the working resolution is a smaller view of most of the photo) and a random
-    horizontal flip. Depending on the distortion (its ``invariances``) also
+    than the working resolution is a smaller view of most of the photo: cropping at the
+    working scale instead measured no better, brightness worse, benchmarks/RESULTS.md)
+    and a random horizontal flip. Depending on the distortion (its ``invariances``) also
     vertical flips and 90-degree turns (``"turns"``), a random channel order
     (``"channels"``) and a random gamma (``"tone"``): more kinds of content from the
     same few photos. It is applied to the source *before* the distortion, so the

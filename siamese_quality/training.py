@@ -42,10 +42,9 @@ class TrainingConfig:
     backbone: str | None = None  # None: the task's default (see Distortion.training_defaults)
     pretrained: bool | str = False
     working_resolution: int | None = None  # None: the task's default (128 px for most)
-    # side of the training patches as a fraction of the working resolution. A patch is
-    # a crop of the image downscaled to 1-1.4x the patch (a smaller view of most of the
-    # photo, cheaper steps), not a crop at the working scale: measured no better, and
-    # brightness worse, in benchmarks/RESULTS.md. 1.0: whole images. None: task default
+    # side of the training patches as a fraction of the working resolution: smaller
+    # views of most of the photo (see pairs.Augmentation), cheaper steps. 1.0: whole
+    # images. None: the task's default
     patch_fraction: float | None = None
     max_seconds: float | None = 120.0
     epochs: int | None = None
