@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+    if not seeds:
+        parser.error(f"--seeds names no seed, got {args.seeds!r}")
     if bool(args.train_images) != bool(args.test_images):
         parser.error("give both --train-images and --test-images, or neither")
     train, test = (
