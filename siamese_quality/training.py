@@ -5,8 +5,7 @@ for every pair whose copy ``i`` got the larger magnitude: the two-branch siamese
 classifier ``sigmoid(s_i - s_j)``, evaluated for all pairs of a grouped batch at once.
 Pairs of copies of *different* images with clearly different magnitudes are included
 at a lower weight: they teach the score an absolute scale shared across images,
-which a per-sample quality field needs. What is validated and kept is a moving average
-of the weights (``TrainingConfig.weight_averaging``), steadier than the last step's.
+which a per-sample quality field needs.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import __version__
 from .calibration import MonotoneCalibration
@@ -55,10 +53,6 @@ class TrainingConfig:
     magnitudes_per_image: int = 6
     learning_rate: float | None = None  # None: the task's default
     weight_decay: float = 1e-4
-    # decay of an exponential moving average of the weights; the average is what is
-    # validated and kept: it gained on six tasks of seven and no longer leaves a lucky
-    # early checkpoint as the best (benchmarks/RESULTS.md). None: the raw weights
-    weight_averaging: float | None = 0.99
     cross_image_weight: float = 0.5
     cross_image_min_gap: float = 0.15  # fraction of the magnitude range
     validation_fraction: float = 0.25
@@ -108,10 +102,6 @@ class TrainingConfig:
             raise ValueError(f"patch_fraction must be in (0, 1], got {c.patch_fraction!r}")
         if c.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {c.learning_rate!r}")
-        if c.weight_averaging is not None and not 0 <= c.weight_averaging < 1:
-            raise ValueError(
-                f"weight_averaging must be in [0, 1) or None, got {c.weight_averaging!r}"
-            )
 
 
 @dataclass
@@ -188,20 +178,6 @@ def _budget_used(config: TrainingConfig, step: int, max_steps: float, started: f
     return done
 
 
-def _warmed_up_ema(decay: float) -> Callable:
-    """EMA update whose decay grows to ``decay`` as ``(1 + n) / (10 + n)`` over n updates.
-
-    A fixed 0.99 keeps a third of the untrained start in the average after 100 steps:
-    on 4 photos, where validation saturates early, that start was what got kept.
-    """
-
-    def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, num_averaged)
-
-    return update
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -218,7 +194,7 @@ def train_pretext_model(
 
     Stops at the first of ``max_seconds``, ``epochs``, ``max_steps``, or when the
     validation Spearman has not improved for ``patience`` validations; the best
-    validated (averaged) weights are kept. With a fixed ``seed`` and a step or epoch budget the
+    validated weights are kept. With a fixed ``seed`` and a step or epoch budget the
     result is reproducible (a time budget stops at a machine-dependent step).
 
     Args:
@@ -257,11 +233,6 @@ def train_pretext_model(
     optimizer = torch.optim.AdamW(
         branch.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    averaged = None
-    if config.weight_averaging:
-        averaged = AveragedModel(
-            branch, multi_avg_fn=_warmed_up_ema(config.weight_averaging), use_buffers=True
-        )
     max_steps = config.max_steps or math.inf
     if config.epochs is not None:
         max_steps = min(max_steps, config.epochs * batches.batches_per_epoch)
@@ -299,14 +270,11 @@ def train_pretext_model(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if averaged is not None:
-            averaged.update_parameters(branch)
         losses.append(loss.item())
         step += 1
 
         if step % config.validation_every == 0:
-            kept = averaged.module if averaged is not None else branch
-            val_scores = kept.score(validation.images).numpy()
+            val_scores = branch.score(validation.images).numpy()
             spearman = _spearman(val_scores, validation)
             record = {
                 "step": step,
@@ -323,11 +291,11 @@ def train_pretext_model(
                 best = {
                     "spearman": spearman,
                     "step": step,
-                    "state": copy.deepcopy(kept.state_dict()),
+                    "state": copy.deepcopy(branch.state_dict()),
                 }
                 stale = 0
                 if checkpoint_path:
-                    make_model(kept).save(checkpoint_path)
+                    make_model(branch).save(checkpoint_path)
             else:
                 stale += 1
                 # some tasks sit on a plateau before they take off: never give up early
@@ -337,8 +305,6 @@ def train_pretext_model(
 
     if history and best["step"] > 0:
         branch.load_state_dict(best["state"])
-    elif averaged is not None:
-        branch.load_state_dict(averaged.module.state_dict())
     branch.eval()
     model = make_model(branch)
     val_scores = model.branch.score(validation.images).numpy().astype(np.float64)

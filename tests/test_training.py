@@ -167,7 +167,6 @@ def test_save_and_load_give_identical_scores_and_refuse_pickles(tmp_path):
         ({"epochs": 0}, "epochs"),
         ({"magnitudes_per_image": 1}, "magnitudes_per_image"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
-        ({"weight_averaging": 1.0}, "weight_averaging"),
     ],
 )
 def test_invalid_parameters_are_refused_naming_the_parameter(change, parameter):
