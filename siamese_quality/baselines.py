@@ -68,15 +68,27 @@ def rms_contrast(image: torch.Tensor) -> float:
     return float(_gray(image).std())
 
 
-def tonal_range(image: torch.Tensor) -> float:
-    """Contrast: 99th percentile of the brightest channel minus 1st of the darkest.
+def tonal_reach(image: torch.Tensor) -> float:
+    """Contrast: how far the tones reach from the mean grey to black or white, plus clipping.
 
-    Flattening lifts the blacks and dims the highlights of every photo, however much of
-    it is dark or bright; the grey standard deviation (RMS contrast) mostly measures the
-    scene. Held-out Spearman 0.934 against RMS contrast's 0.766 (benchmarks/RESULTS.md).
+    Contrast ``f`` about the mean grey ``m`` moves every level ``v`` to
+    ``m + f * (v - m)``. So in a photo whose darkest tones reach black,
+    ``(m - darkest) / m`` reads ``f`` directly; in one whose brightest tones reach white,
+    ``(brightest - m) / (255 - m)`` does. Most photos reach at least one end, and the
+    larger of the two ratios reads ``f`` below 1 (the tonal range, brightest minus
+    darkest, needs both ends). Above 1 both ends clip, and the share of clipped pixels,
+    zero below 1, carries the order. Held-out Spearman over four test sets: mean 0.912
+    against the tonal range's 0.888, ahead on three (benchmarks/RESULTS.md).
     """
-    brightest, darkest = image.amax(dim=0).numpy(), image.amin(dim=0).numpy()
-    return float(np.percentile(brightest, 99) - np.percentile(darkest, 1))
+    darkest = float(np.percentile(image.amin(dim=0).numpy(), 1))
+    brightest = float(np.percentile(image.amax(dim=0).numpy(), 99))
+    mean_grey = float(_gray(image).mean())
+    reach = max(
+        (mean_grey - darkest) / max(mean_grey, 1.0),
+        (brightest - mean_grey) / max(255.0 - mean_grey, 1.0),
+    )
+    clipped = ((image.amin(dim=0) == 0) | (image.amax(dim=0) == 255)).float().mean()
+    return reach + float(clipped)
 
 
 def flat_neighbour_share(image: torch.Tensor) -> float:
@@ -92,7 +104,7 @@ BASELINES: dict[str, Baseline] = {
     "brightness": Baseline("mean HSV value", mean_hsv_value),
     "noise": Baseline("wavelet noise estimate", wavelet_noise_sigma),
     "jpeg": Baseline("8x8 blockiness", negative_blockiness),
-    "contrast": Baseline("tonal range", tonal_range),
+    "contrast": Baseline("tonal reach", tonal_reach),
     "pixelation": Baseline("equal-neighbour share", flat_neighbour_share),
 }
 
