@@ -13,6 +13,15 @@ independent implementation of the distortion are measured on the same test image
 in the same run. --train-skimage-grayscale adds the ten grayscale photos scikit-image
 ships (camera, coins, moon, page, text, clock, brick, grass, gravel, cell) to the
 training images: more varied content, never any of the colour test photos.
+
+--folds N replaces --test-images with cross-validation: the photos of the first
+--train-images folder, sorted by name, are split by index (i % N), and each fold in turn
+is the test set of models trained on everything else given (the other folds, the other
+folders, the grayscale photos). One test set of a few photos decides little; the folds
+show how much a result depends on which photos are held out:
+
+    python benchmarks/pretext_quality.py --train-images ../shared/photos /tmp/photos_skimage \
+        --train-skimage-grayscale --folds 3 --tasks contrast --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -65,6 +74,22 @@ def skimage_grayscale_photos() -> list[str]:
     return write_skimage_photos(SKIMAGE_FOLDER, SKIMAGE_GRAYSCALE_PHOTOS)
 
 
+def fold_splits(
+    folders: list[str], folds: int, extra_train: list[str]
+) -> list[tuple[str, list[str], list[str]]]:
+    """(name, train, test) per fold of the first folder's photos, split by index."""
+    photos = images_in(folders[0])
+    if len(photos) < folds:
+        sys.exit(f"--folds {folds} needs at least {folds} photos in {folders[0]}")
+    others = images_in(*folders[1:]) if len(folders) > 1 else []
+    splits = []
+    for fold in range(folds):
+        test = [p for i, p in enumerate(photos) if i % folds == fold]
+        rest = [p for i, p in enumerate(photos) if i % folds != fold]
+        splits.append((f"fold {fold}", rest + others + extra_train, test))
+    return splits
+
+
 def run_task(task: str, seed: int, train: list[str], test: list[str], args) -> dict:
     config = TrainingConfig(
         task=task,
@@ -82,6 +107,7 @@ def run_task(task: str, seed: int, train: list[str], test: list[str], args) -> d
     return {
         "task": task,
         "seed": seed,
+        "test_photos": [os.path.basename(p) for p in test],
         "unit": model.unit,
         "published": PUBLISHED.get(task),
         "pearson": ours["metrics"]["pearson"],
@@ -119,15 +145,20 @@ def target_met(row: dict) -> bool:
 
 
 def print_seed_summary(rows: list[dict]) -> None:
-    """Per task trained with several seeds: the spread, and how many seeds met the target."""
+    """Per task run several times (seeds, folds): the spread, and how often it met the target."""
     for task in dict.fromkeys(r["task"] for r in rows):
         runs = [r for r in rows if r["task"] == task]
         if len(runs) < 2:
             continue
         spearman = [r["spearman"] for r in runs]
+        seeds = len({r["seed"] for r in runs})
+        test_sets = len({r["test_set"] for r in runs})
+        over = f"{seeds} seed{'s' * (seeds != 1)}"
+        if test_sets > 1:
+            over += f" x {test_sets} test sets"
         print(
             f"{task}: Spearman min {min(spearman):.3f}, mean {sum(spearman) / len(runs):.3f}, "
-            f"max {max(spearman):.3f} over {len(runs)} seeds; "
+            f"max {max(spearman):.3f} over {over}; "
             f"target met in {sum(map(target_met, runs))} of {len(runs)}"
         )
 
@@ -135,6 +166,7 @@ def print_seed_summary(rows: list[dict]) -> None:
 def print_table(rows: list[dict]) -> None:
     header = (
         "task",
+        "test",
         "seed",
         "published r",
         "ours Pearson",
@@ -152,6 +184,7 @@ def print_table(rows: list[dict]) -> None:
         lines.append(
             (
                 r["task"],
+                r["test_set"],
                 str(r["seed"]),
                 _fmt(r["published"]),
                 _fmt(r["pearson"]),
@@ -197,6 +230,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also train on the grayscale photos scikit-image ships (camera, moon, cell, ...)",
     )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="instead of --test-images: split the first --train-images folder into this "
+        "many folds and test on each in turn",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 
@@ -206,17 +246,27 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     if not seeds:
         parser.error(f"--seeds names no seed, got {args.seeds!r}")
-    if bool(args.train_images) != bool(args.test_images):
+    grayscale = skimage_grayscale_photos() if args.train_skimage_grayscale else []
+    if args.folds:
+        if args.folds < 2:
+            parser.error(f"--folds takes 2 or more, got {args.folds}")
+        if not args.train_images or args.test_images:
+            parser.error(
+                "--folds takes --train-images (its first folder is split) and no --test-images"
+            )
+        splits = fold_splits(args.train_images, args.folds, grayscale)
+    elif bool(args.train_images) != bool(args.test_images):
         parser.error("give both --train-images and --test-images, or neither")
-    train, test = (
-        (images_in(*args.train_images), images_in(args.test_images))
-        if args.train_images
-        else skimage_split()
-    )
-    if args.train_skimage_grayscale:
-        train += skimage_grayscale_photos()
+    else:
+        train, test = (
+            (images_in(*args.train_images), images_in(args.test_images))
+            if args.train_images
+            else skimage_split()
+        )
+        splits = [("held out", train + grayscale, test)]
+    for name, train, test in splits:
+        print(f"{name}: {len(train)} training photos, {len(test)} test photos", flush=True)
     print(
-        f"{len(train)} training photos, {len(test)} test photos, "
         f"{args.max_seconds:.0f} s per task, torch {torch.__version__} on "
         f"{torch.get_num_threads()} threads\n",
         flush=True,
@@ -225,9 +275,12 @@ def main(argv: list[str] | None = None) -> None:
     def save() -> None:
         if args.json:
             with open(args.json, "w") as f:
-                summary = {
-                    "train_images": len(train),
-                    "test_images": len(test),
+                train_counts = [len(train) for _, train, _ in splits]
+                test_counts = [len(test) for _, _, test in splits]
+                summary = {  # one number per split with --folds, else one number
+                    "train_images": train_counts if args.folds else train_counts[0],
+                    "test_images": test_counts if args.folds else test_counts[0],
+                    "folds": args.folds or None,
                     "max_seconds": args.max_seconds,
                     "seeds": seeds,
                     "tasks": rows,
@@ -236,15 +289,17 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        for seed in seeds:
-            row = run_task(task, seed, train, test, args)
-            rows.append(row)
-            save()  # after every run: a long benchmark keeps what it measured
-            print(
-                f"  {task}, seed {seed}: Pearson {row['pearson']:.3f}, "
-                f"Spearman {row['spearman']:.3f} ({row['steps']} steps, {row['stop_reason']})",
-                flush=True,
-            )
+        for name, train, test in splits:
+            for seed in seeds:
+                row = {"test_set": name, **run_task(task, seed, train, test, args)}
+                rows.append(row)
+                save()  # after every run: a long benchmark keeps what it measured
+                print(
+                    f"  {task}, {name}, seed {seed}: Pearson {row['pearson']:.3f}, "
+                    f"Spearman {row['spearman']:.3f} "
+                    f"({row['steps']} steps, {row['stop_reason']})",
+                    flush=True,
+                )
     print()
     print_table(rows)
     print()
