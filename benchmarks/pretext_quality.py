@@ -81,7 +81,7 @@ def fold_splits(
     photos = images_in(folders[0])
     if len(photos) < folds:
         sys.exit(f"--folds {folds} needs at least {folds} photos in {folders[0]}")
-    others = images_in(*folders[1:]) if len(folders) > 1 else []
+    others = images_in(*folders[1:])
     splits = []
     for fold in range(folds):
         test = [p for i, p in enumerate(photos) if i % folds == fold]
