@@ -246,7 +246,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     if not seeds:
         parser.error(f"--seeds names no seed, got {args.seeds!r}")
-    grayscale = skimage_grayscale_photos() if args.train_skimage_grayscale else []
     if args.folds:
         if args.folds < 2:
             parser.error(f"--folds takes 2 or more, got {args.folds}")
@@ -254,9 +253,12 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(
                 "--folds takes --train-images (its first folder is split) and no --test-images"
             )
-        splits = fold_splits(args.train_images, args.folds, grayscale)
     elif bool(args.train_images) != bool(args.test_images):
         parser.error("give both --train-images and --test-images, or neither")
+    # written to disk only once the arguments are known to be good
+    grayscale = skimage_grayscale_photos() if args.train_skimage_grayscale else []
+    if args.folds:
+        splits = fold_splits(args.train_images, args.folds, grayscale)
     else:
         train, test = (
             (images_in(*args.train_images), images_in(args.test_images))
