@@ -215,8 +215,13 @@ def test_panel_renders_charts_and_its_action_changes_the_grid(app_server, panel_
         page.get_by_role("button", name="Worst first").click()
         page.wait_for_function(HAS_SORT, timeout=30000)
         _wait_tiles(page)
-        page.wait_for_timeout(1500)
+        # the old tiles stay loaded until the grid redraws, which can take seconds on a
+        # busy machine: poll instead of one fixed wait
+        deadline = time.monotonic() + 30
         after = page.screenshot(clip=grid_box)
+        while after == before and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+            after = page.screenshot(clip=grid_box)
         page.screenshot(path=os.path.join(shots, "quality-panel-worst-first.png"))
         browser.close()
 
