@@ -13,12 +13,16 @@ import os
 import torch
 from torch import nn
 
-BACKBONES = ("small_cnn", "orientation", "resnet18", "mobilenet_v3_small")
+BACKBONES = ("small_cnn", "orientation", "tonal", "resnet18", "mobilenet_v3_small")
 DEFAULT_BACKBONE = "small_cnn"
 
 # Fixed normalisation (no per-image statistics): absolute brightness must stay visible
 _SMALL_CNN_MEAN, _SMALL_CNN_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The tonal front end reads raw 0-255 levels
+_RAW_MEAN, _RAW_STD = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)
+# Encoders with no convolutions gain nothing from channels-last memory
+_NO_CONVOLUTIONS = ("orientation", "tonal")
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -127,6 +131,49 @@ class OrientationHistogramNet(nn.Module):
         return self.reader(histogram) - self.reader(mirrored)
 
 
+class TonalReachNet(nn.Module):
+    """Contrast scorer's front end: how far the tones reach from the mean grey, per tail.
+
+    Contrast ``f`` about the mean grey ``m`` moves every level ``v`` to
+    ``m + f * (v - m)``. The distance of a dark quantile of the darkest channel from
+    ``m``, over the room there is (``m``), therefore reads ``f`` wherever that tail
+    reaches black; a bright quantile of the brightest channel, over ``255 - m``, reads
+    it wherever the tail reaches white. The front end gives those ratios for several
+    tails (0.5 % to 25 %), the shares of pixels clipped at black and at white (zero
+    below factor 1, they order the points above it) and ``m`` itself; the head learns
+    which to trust. A CNN trained on the same photos does not find this cue: on held-out
+    photos it trails the fixed formula (``baselines.tonal_reach``) below factor 1 even
+    when the training photos are first normalised to satisfy it (benchmarks/RESULTS.md).
+    """
+
+    TAILS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+
+    def __init__(self):
+        super().__init__()
+        tails = torch.tensor(self.TAILS)
+        self.register_buffer("dark_quantiles", tails, persistent=False)
+        self.register_buffer("bright_quantiles", 1 - tails, persistent=False)
+        self.out_features = 2 * len(self.TAILS) + 3
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = x.flatten(2)  # (N, 3, H * W), 0-255
+        darkest, brightest = levels.amin(dim=1), levels.amax(dim=1)
+        mean_grey = levels.mean(dim=(1, 2))[:, None]
+        dark = torch.quantile(darkest, self.dark_quantiles, dim=1).t()
+        bright = torch.quantile(brightest, self.bright_quantiles, dim=1).t()
+        return torch.cat(
+            [
+                (mean_grey - dark) / mean_grey.clamp(min=1.0),
+                (bright - mean_grey) / (255.0 - mean_grey).clamp(min=1.0),
+                (darkest <= 0.5).float().mean(dim=1, keepdim=True),
+                (brightest >= 254.5).float().mean(dim=1, keepdim=True),
+                mean_grey / 255.0,
+            ],
+            dim=1,
+        )
+
+
 def _load_state_dict_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
@@ -134,6 +181,13 @@ def _load_state_dict_file(path: str) -> dict:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return state
+
+
+_FROM_SCRATCH = {
+    "small_cnn": SmallCNN,
+    "orientation": OrientationHistogramNet,
+    "tonal": TonalReachNet,
+}
 
 
 def build_encoder(backbone: str, pretrained: bool | str = False) -> tuple[nn.Module, int]:
@@ -145,10 +199,10 @@ def build_encoder(backbone: str, pretrained: bool | str = False) -> tuple[nn.Mod
             ImageNet weights (downloaded once to torch's cache), a path loads a local
             state-dict file (``weights_only=True``) for offline machines.
     """
-    if backbone in ("small_cnn", "orientation"):
+    if backbone in _FROM_SCRATCH:
         if pretrained:
             raise ValueError(f"{backbone} has no pretrained weights; it trains from scratch")
-        encoder = SmallCNN() if backbone == "small_cnn" else OrientationHistogramNet()
+        encoder = _FROM_SCRATCH[backbone]()
         return encoder, encoder.out_features
 
     import torchvision.models as tvm
@@ -192,15 +246,16 @@ class QualityBranch(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
             )
-        mean, std = (
-            (_SMALL_CNN_MEAN, _SMALL_CNN_STD)
-            if backbone in ("small_cnn", "orientation")
-            else (_IMAGENET_MEAN, _IMAGENET_STD)
-        )
+        if backbone == "tonal":
+            mean, std = _RAW_MEAN, _RAW_STD
+        elif backbone in _FROM_SCRATCH:
+            mean, std = _SMALL_CNN_MEAN, _SMALL_CNN_STD
+        else:
+            mean, std = _IMAGENET_MEAN, _IMAGENET_STD
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         # oneDNN's convolutions run about twice as fast on NHWC tensors on a CPU
-        self.channels_last = backbone != "orientation"
+        self.channels_last = backbone not in _NO_CONVOLUTIONS
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 
