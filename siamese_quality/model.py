@@ -155,13 +155,21 @@ class TonalReachNet(nn.Module):
         self.register_buffer("bright_quantiles", 1 - tails, persistent=False)
         self.out_features = 2 * len(self.TAILS) + 3
 
+    @staticmethod
+    def _row_quantiles(rows: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+        # in chunks: torch.quantile refuses inputs over 2**24 elements in torch versions
+        # we support, which 64 images at 512 px already are (one chunk at the defaults)
+        per_chunk = max(1, 2**24 // rows.shape[1])
+        chunks = [torch.quantile(chunk, quantiles, dim=1).t() for chunk in rows.split(per_chunk)]
+        return torch.cat(chunks)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         levels = x.flatten(2)  # (N, 3, H * W), 0-255
         darkest, brightest = levels.amin(dim=1), levels.amax(dim=1)
         mean_grey = levels.mean(dim=(1, 2))[:, None]
-        dark = torch.quantile(darkest, self.dark_quantiles, dim=1).t()
-        bright = torch.quantile(brightest, self.bright_quantiles, dim=1).t()
+        dark = self._row_quantiles(darkest, self.dark_quantiles)
+        bright = self._row_quantiles(brightest, self.bright_quantiles)
         return torch.cat(
             [
                 (mean_grey - dark) / mean_grey.clamp(min=1.0),
