@@ -3,11 +3,13 @@
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 import torch
-from conftest import dead_leaves_image
+from conftest import dead_leaves_image, write_dead_leaves_images
 
 from siamese_quality.distortions import get_distortion
 from siamese_quality.evaluation import evaluate_model
+from siamese_quality.images import load_image
 from siamese_quality.model import QualityBranch, SiameseRanker, TonalReachNet
 from siamese_quality.pairs import GroupedBatches, SiamesePairDataset
 from siamese_quality.pretext_model import ModelFileError, PretextModel
@@ -83,8 +85,6 @@ def test_siamese_ranker_is_the_difference_of_shared_branch_scores():
 
 @pytest.mark.slow
 def test_short_training_learns_blur_on_unseen_images(tmp_path):
-    from conftest import write_dead_leaves_images
-
     train = write_dead_leaves_images(tmp_path / "train", 12, size=(200, 160), seed=1)
     held_out = write_dead_leaves_images(tmp_path / "test", 6, size=(200, 160), seed=2)
     progress = []
@@ -234,10 +234,6 @@ def test_task_defaults_fill_only_the_options_left_open():
 @pytest.mark.parametrize("factor", [0.5, 0.8])
 def test_tonal_front_end_reads_the_contrast_factor_where_the_tones_reach_an_end(factor):
     """The contrast branch's fixed features: each tail's distance from the mean grey."""
-    import skimage.data
-
-    from siamese_quality.images import load_image
-
     photo = load_image(skimage.data.coffee(), 256)  # its darkest tones reach black
     branch = QualityBranch("tonal")
     contrast = get_distortion("contrast")
@@ -256,8 +252,6 @@ def test_tonal_front_end_reads_the_contrast_factor_where_the_tones_reach_an_end(
 
 def test_short_contrast_training_ranks_unseen_images_across_images(tmp_path):
     """Contrast's default branch orders flattened and boosted copies of different images."""
-    from conftest import write_dead_leaves_images
-
     train = write_dead_leaves_images(tmp_path / "train", 12, size=(200, 160), seed=1)
     held_out = write_dead_leaves_images(tmp_path / "test", 6, size=(200, 160), seed=2)
     config = TrainingConfig(
