@@ -211,12 +211,15 @@ def main(argv: list[str] | None = None) -> None:
     summary = sdk.score(dataset, key=list(DEMO_TASKS), progress=False)
     print(f"\n{summary['message']} into fields {', '.join(DEMO_TASKS)} (+ *_raw)\n")
     print(dataset)
-    print("\nHeld-out evidence (validation photos, distorted at known magnitudes):")
+    print(
+        "\nHeld-out evidence (photos that neither trained a model nor chose its checkpoint, "
+        "distorted at known magnitudes; calibration cross-fitted over them):"
+    )
     print(results_table(infos))
     worst = actions.worst_first(dataset, "blur").first()
     print(
         f"\nMost blurred photo: {os.path.basename(worst.filepath)} "
-        f"(blur sigma {worst.blur:.2f} px at {infos[0].working_resolution} px)"
+        f"(blur sigma {worst.blur:.2f} px of the stored image)"
     )
     print("\nOpen the App on this dataset with:  make app   (then http://127.0.0.1:5151)")
 

@@ -1,4 +1,9 @@
-"""Distortions with a magnitude in real units, applied at the model's working resolution.
+"""Distortions with a magnitude in real units.
+
+*Local* distortions (blur, noise, JPEG, pixelation) have magnitudes in the pixels of
+the image as stored, and their models read native-resolution patches; *global* ones
+(brightness, contrast, rotation) are whole-image quantities read from the whole image,
+downscaled (see :mod:`siamese_quality.views`).
 
 Each distortion is a small pure function ``f(image, magnitude) -> image`` on uint8
 tensors shaped ``(3, H, W)``, in the style of ``torchvision.transforms.v2.functional``,
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -35,6 +40,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageEnhance
 
 DistortionFn = Callable[[torch.Tensor, float], torch.Tensor]
+BatchDistortionFn = Callable[[torch.Tensor, Sequence[float]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,25 @@ class Distortion:
             are worse (blur sigma) or better (JPEG quality)
         description: one line for people, formula in the function's docstring
         alternative: an independent implementation, for evaluation only
-        supersample: the distortion is rendered at this multiple of the working
-            resolution and downsampled, so resampling itself leaves no trace
-        input_crop: the centre fraction of the working-resolution image the
-            model sees, in training and scoring alike (rotation: no empty corners)
+        apply_many: optional ``f(image, magnitudes) -> (M, 3, H, W)``, the same as
+            ``apply`` at each magnitude but faster (training renders thousands of copies)
+        local: True when the damage is local and its magnitude is in the stored image's
+            pixels: the model reads native-resolution patches (see ``views.PatchView``)
+        patch_quantile: local only: the image's score is this quantile of its patch
+            scores (see ``views.PatchView``)
+        min_patch_structure: local only: patches whose grey levels vary less than this
+            (standard deviation, 0-255) carry no evidence and do not vote
+        supersample: global only: the distortion is rendered at this multiple of the
+            working resolution and downsampled, so resampling itself leaves no trace
+        input_crop: global only: the centre fraction of the working-resolution image
+            the model sees, in training and scoring alike (rotation: no empty corners)
         invariances: changes of an undistorted source that leave it undistorted
             for this task, used as training augmentation: ``"turns"`` (vertical
             flips, 90-degree turns), ``"channels"`` (colour channel order),
             ``"tone"`` (gamma)
         training_defaults: :class:`~siamese_quality.training.TrainingConfig` values
             that suit this task (``backbone``, ``learning_rate``, ``patch_fraction``,
-            ``working_resolution``)
+            ``working_resolution``, ``patch_count``, ``images_per_batch``)
     """
 
     name: str
@@ -76,6 +90,10 @@ class Distortion:
     two_sided: bool = False
     higher_is_worse: bool = True
     alternative: DistortionFn | None = None
+    apply_many: BatchDistortionFn | None = None
+    local: bool = False
+    patch_quantile: float = 0.5
+    min_patch_structure: float = 0.0
     supersample: int = 1
     input_crop: float = 1.0
     invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
@@ -101,6 +119,9 @@ class Distortion:
             "two_sided": self.two_sided,
             "higher_is_worse": self.higher_is_worse,
             "description": self.description,
+            "local": self.local,
+            "patch_quantile": self.patch_quantile,
+            "min_patch_structure": self.min_patch_structure,
             "supersample": self.supersample,
             "input_crop": self.input_crop,
         }
@@ -117,6 +138,8 @@ def register_distortion(distortion: Distortion, overwrite: bool = False) -> Dist
         raise ValueError(f"{distortion.name}: low must be below high")
     if not distortion.low <= distortion.identity <= distortion.high:
         raise ValueError(f"{distortion.name}: identity must lie within [low, high]")
+    if not 0 <= distortion.patch_quantile <= 1:
+        raise ValueError(f"{distortion.name}: patch_quantile must lie within [0, 1]")
     _REGISTRY[distortion.name] = distortion
     return distortion
 
@@ -168,12 +191,110 @@ def _blur_kernel_size(sigma: float) -> int:
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur: ``I * G_sigma``, sigma in pixels of the working resolution."""
+    """Gaussian blur: ``I * G_sigma``, sigma in pixels of the image it is applied to."""
     _check_uint8(image)
     if sigma <= 0:
         return image.clone()
     k = _blur_kernel_size(sigma)
     return F.gaussian_blur(image, [k, k], [float(sigma), float(sigma)])
+
+
+def gaussian_blur_many(image: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """:func:`gaussian_blur` at every sigma in one pass: uint8 (len(sigmas), 3, H, W).
+
+    Separable convolutions with each sigma's own truncated kernel (zero-padded to the
+    largest) and the same reflect borders: the result equals :func:`gaussian_blur`
+    at each sigma up to float rounding.
+    """
+    _check_uint8(image)
+    sigmas = [float(s) for s in sigmas]
+    count = len(sigmas)
+    radius = max(_blur_kernel_size(s) // 2 if s > 0 else 0 for s in sigmas)
+    if radius == 0:
+        return image[None].repeat(count, 1, 1, 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernels = torch.zeros(count, 2 * radius + 1)
+    for i, sigma in enumerate(sigmas):
+        if sigma <= 0:
+            kernels[i, radius] = 1.0
+            continue
+        half = _blur_kernel_size(sigma) // 2
+        weights = torch.exp(-0.5 * (offsets / sigma) ** 2) * (offsets.abs() <= half)
+        kernels[i] = weights / weights.sum()
+    channels = image.shape[0]
+    padded = torch.nn.functional.pad(image[None].float(), [radius] * 4, mode="reflect")
+    # channel c, sigma m -> output channel c * count + m
+    horizontal = kernels.repeat(channels, 1)[:, None, None, :]
+    rows = torch.nn.functional.conv2d(padded, horizontal, groups=channels)
+    vertical = kernels.repeat(channels, 1)[:, None, :, None]
+    blurred = torch.nn.functional.conv2d(rows, vertical, groups=channels * count)
+    height, width = image.shape[1:]
+    blurred = blurred[0].view(channels, count, height, width).transpose(0, 1)
+    return _to_uint8(blurred)
+
+
+def gaussian_kernel_2d(sigma_major: float, sigma_minor: float, angle: float) -> torch.Tensor:
+    """A normalised, point-symmetric Gaussian point spread: ``sigma_major`` px along
+    ``angle`` (radians), ``sigma_minor`` across, truncated at 4 ``sigma_major``."""
+    radius = _blur_kernel_size(sigma_major) // 2
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    y, x = torch.meshgrid(offsets, offsets, indexing="ij")
+    along = x * math.cos(angle) + y * math.sin(angle)
+    across = -x * math.sin(angle) + y * math.cos(angle)
+    kernel = torch.exp(-0.5 * ((along / sigma_major) ** 2 + (across / sigma_minor) ** 2))
+    kernel = kernel * (x**2 + y**2 <= radius**2)
+    return (kernel / kernel.sum()).float()
+
+
+def _convolve_many(image: torch.Tensor, kernels: list[torch.Tensor]) -> torch.Tensor:
+    """``image`` (3, H, W) convolved with each point-symmetric kernel, reflect borders,
+    in one FFT: float (len(kernels), 3, H, W)."""
+    radius = max(k.shape[-1] // 2 for k in kernels)
+    height, width = image.shape[1:]
+    padded = torch.nn.functional.pad(image[None].float(), [radius] * 4, mode="reflect")[0]
+    size = padded.shape[1:]
+    stack = torch.zeros(len(kernels), *size)
+    for i, kernel in enumerate(kernels):
+        r = kernel.shape[-1] // 2
+        stack[i, : 2 * r + 1, : 2 * r + 1] = kernel
+        stack[i] = torch.roll(stack[i], shifts=(-r, -r), dims=(0, 1))
+    spectrum = torch.fft.rfft2(padded, s=size)[None] * torch.fft.rfft2(stack, s=size)[:, None]
+    blurred = torch.fft.irfft2(spectrum, s=size)
+    return blurred[..., radius : radius + height, radius : radius + width]
+
+
+# the smallest blur across the long axis of a point spread (sampling a thinner line aliases)
+_MIN_SIGMA_ACROSS = 0.5
+
+
+def camera_blur_many(
+    image: torch.Tensor, sigmas: Sequence[float], seed: int | None = None
+) -> torch.Tensor:
+    """Blur as lenses and shaking cameras make it, at each ``sigma``: (M, 3, H, W) uint8.
+
+    ``sigma`` is the standard deviation of the point spread along its longest axis, in
+    px (for a round blur, the Gaussian sigma). Half of the images (chosen by the seed,
+    default: derived from the image, so every sigma of one image has the same shape)
+    get a round Gaussian; the others an elongated one, as camera shake makes, turned
+    by a random angle and 0.15 to 1 times as wide across.
+    """
+    _check_uint8(image)
+    generator = torch.Generator().manual_seed(_noise_seed(image, 0) if seed is None else seed)
+    elongated, ratio, turn = torch.rand(3, generator=generator).tolist()
+    ratio = 1.0 if elongated < 0.5 else 0.15 + 0.85 * ratio
+    kernels = []
+    for sigma in (float(s) for s in sigmas):
+        if sigma <= 0:
+            kernels.append(torch.ones(1, 1))
+            continue
+        across = min(sigma, max(_MIN_SIGMA_ACROSS, ratio * sigma))
+        kernels.append(gaussian_kernel_2d(sigma, across, math.pi * turn))
+    return _to_uint8(_convolve_many(image, kernels))
+
+
+def camera_blur(image: torch.Tensor, sigma: float, seed: int | None = None) -> torch.Tensor:
+    """:func:`camera_blur_many` at one sigma."""
+    return camera_blur_many(image, [sigma], seed)[0]
 
 
 def gaussian_blur_opencv(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -278,6 +399,33 @@ def gaussian_noise(image: torch.Tensor, sigma: float, seed: int | None = None) -
     return _to_uint8(image.float() + noise)
 
 
+def camera_noise(image: torch.Tensor, sigma: float, seed: int | None = None) -> torch.Tensor:
+    """Sensor-like noise whose RMS over the image is ``sigma`` (0-255 scale).
+
+    Camera noise is not white Gaussian: photon (shot) noise grows with the signal, and
+    demosaicing correlates neighbouring pixels. Each call draws, from its seed, the
+    share of the variance that is proportional to the signal (0: white Gaussian, 1: pure
+    shot noise), half of the time a spatial correlation (the noise field blurred by
+    sigma 0.3-0.8 px, then rescaled) and the noise field. The RMS stays ``sigma`` in
+    every case. The default seed is derived from the image alone, so the function is
+    pure and every sigma of one image gets the same noise, scaled.
+    """
+    _check_uint8(image)
+    if sigma <= 0:
+        return image.clone()
+    generator = torch.Generator().manual_seed(_noise_seed(image, 0) if seed is None else seed)
+    shot_share, correlated, spread = torch.rand(3, generator=generator).tolist()
+    level = image.float()
+    variance = shot_share * level / level.mean().clamp(min=1.0) + (1.0 - shot_share)
+    noise = torch.randn(image.shape, generator=generator) * variance.sqrt()
+    if correlated < 0.5:
+        sigma_px = 0.3 + 0.5 * spread
+        k = _blur_kernel_size(sigma_px)
+        noise = F.gaussian_blur(noise[None], [k, k], [sigma_px, sigma_px])[0]
+    noise = noise * (float(sigma) / noise.pow(2).mean().sqrt().clamp(min=1e-6))
+    return _to_uint8(level + noise)
+
+
 def gaussian_noise_numpy(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """The same noise from NumPy's generator (another random stream and code path)."""
     _check_uint8(image)
@@ -353,7 +501,7 @@ def _pixelated_size(height: int, width: int, factor: float) -> tuple[int, int]:
 def pixelate(image: torch.Tensor, factor: float) -> torch.Tensor:
     """Pixelation: area-downscale by ``factor``, then nearest-neighbour upscale back.
 
-    ``factor`` is the block size in pixels of the working resolution (1: unchanged).
+    ``factor`` is the block size in pixels of the image it is applied to (1: unchanged).
     """
     _check_uint8(image)
     if factor <= 1:
@@ -381,16 +529,37 @@ def pixelate_pillow(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 ROTATION_MAX_DEGREES = 15.0
 
+# A patch whose grey levels vary less than this (standard deviation, 0-255) is flat:
+# no blur, JPEG block or pixel block shows on it
+FLAT_PATCH_STD = 2.0
+
+# Local tasks read 64-px patches at native resolution, 16 per image, and train on
+# 16 patches (each at 6 magnitudes) per step
+_LOCAL_DEFAULTS = {
+    "backbone": "small_cnn",
+    "working_resolution": 64,
+    "patch_count": 16,
+    "patch_fraction": 1.0,
+    "images_per_batch": 16,
+}
+
 register_distortion(
     Distortion(
         name="blur",
-        apply=gaussian_blur,
+        apply=camera_blur,
+        apply_many=camera_blur_many,
         alternative=gaussian_blur_opencv,
-        unit="px (Gaussian sigma)",
+        unit="px of the stored image (Gaussian sigma)",
         low=0.0,
-        high=3.0,
+        high=8.0,
         identity=0.0,
-        description="Gaussian blur; sigma in pixels of the working resolution",
+        local=True,
+        # the sharpest parts tell the blur of a photo (focus, bokeh): a low quantile
+        patch_quantile=0.1,
+        min_patch_structure=FLAT_PATCH_STD,
+        training_defaults=_LOCAL_DEFAULTS,
+        description="Gaussian blur, round or elongated (camera shake); sigma along the "
+        "longest axis, in pixels of the image as stored",
     )
 )
 register_distortion(
@@ -434,13 +603,16 @@ register_distortion(
 register_distortion(
     Distortion(
         name="noise",
-        apply=gaussian_noise,
+        apply=camera_noise,
         alternative=gaussian_noise_numpy,
-        unit="sigma (0-255 scale)",
+        unit="sigma on 0-255 (native resolution)",
         low=0.0,
-        high=40.0,
+        high=48.0,
         identity=0.0,
-        description="Additive white Gaussian noise",
+        local=True,
+        patch_quantile=0.25,
+        training_defaults=_LOCAL_DEFAULTS,
+        description="Sensor-like noise (white to signal-dependent); RMS sigma at native resolution",
     )
 )
 register_distortion(
@@ -448,12 +620,16 @@ register_distortion(
         name="jpeg",
         apply=jpeg_compress,
         alternative=jpeg_compress_opencv,
-        unit="JPEG quality",
+        unit="JPEG quality (as encoded)",
         low=5.0,
         high=100.0,
         identity=100.0,
         higher_is_worse=False,
-        description="JPEG compression at the working resolution; 100 means uncompressed",
+        local=True,
+        patch_quantile=0.25,
+        min_patch_structure=FLAT_PATCH_STD,
+        training_defaults=_LOCAL_DEFAULTS,
+        description="JPEG compression as encoded in the file; 100 means uncompressed",
     )
 )
 register_distortion(
@@ -484,11 +660,16 @@ register_distortion(
         name="pixelation",
         apply=pixelate,
         alternative=pixelate_pillow,
-        unit="block size (px)",
+        unit="block size (px of the stored image)",
         low=1.0,
-        high=8.0,
+        high=10.0,
         identity=1.0,
-        description="Downscale by the factor and upscale with nearest neighbour",
+        local=True,
+        patch_quantile=0.5,
+        min_patch_structure=FLAT_PATCH_STD,
+        training_defaults=_LOCAL_DEFAULTS,
+        description="Downscale by the block size and upscale with nearest neighbour; "
+        "block size in pixels of the image as stored",
     )
 )
 
@@ -499,9 +680,11 @@ __all__ = [
     "list_distortions",
     "inscribed_crop_fraction",
     "gaussian_blur",
+    "camera_blur",
     "rotate",
     "brightness_shift",
     "gaussian_noise",
+    "camera_noise",
     "jpeg_compress",
     "contrast",
     "pixelate",

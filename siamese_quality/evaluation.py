@@ -15,7 +15,8 @@ import torch
 from .baselines import get_baseline
 from .calibration import MonotoneCalibration, correlation_metrics, cross_fitted_predictions
 from .distortions import Distortion
-from .pairs import render
+from .images import ImageFile, ImageLoadError, ImageSource
+from .views import View, branch_scores
 
 # Correlation between model output and true magnitude reported by the public write-up
 # of this method (under 100 training photos): the bar our models must clear
@@ -31,31 +32,50 @@ def magnitude_grid(distortion: Distortion, count: int = 9) -> np.ndarray:
 class EvaluationSet:
     """Distorted copies of held-out images with their true magnitudes."""
 
-    images: torch.Tensor  # uint8 (N, 3, r, r), as the model sees them
+    images: torch.Tensor  # uint8 (N, count, 3, r, r): each copy as the view shows it
     magnitudes: np.ndarray  # (N,)
     groups: np.ndarray  # (N,) index of the source image
 
+    def __len__(self) -> int:
+        return len(self.magnitudes)
+
 
 def render_evaluation_set(
-    sources: Sequence[torch.Tensor],
+    images: Sequence[ImageFile],
     distortion: Distortion,
-    working_resolution: int,
+    view: View,
     magnitudes: Sequence[float],
     implementation: str = "reference",
 ) -> EvaluationSet:
-    """Every source at every magnitude.
+    """Every image at every magnitude, through ``view``.
 
     Args:
-        sources: uint8 squares at ``working_resolution * distortion.supersample``
-        implementation: ``"reference"`` or ``"alternative"`` (see :func:`pairs.render`)
+        implementation: ``"reference"`` or ``"alternative"`` (see :func:`views.apply_distortion`)
     """
-    images, true, groups = [], [], []
+    copies, true, groups = [], [], []
+    for index, image in enumerate(images):
+        copies.append(view.render(image, distortion, magnitudes, implementation))
+        true += [float(m) for m in magnitudes]
+        groups += [index] * len(magnitudes)
+    return EvaluationSet(torch.cat(copies), np.asarray(true), np.asarray(groups))
+
+
+def read_images(sources: Sequence[ImageSource]) -> tuple[list[ImageFile], list[dict]]:
+    """The readable sources as :class:`ImageFile`, and why the others could not be read.
+
+    Each readable image is decoded once here (its native pixels), so a broken file
+    is found before any work is done with it.
+    """
+    images, skipped = [], []
     for index, source in enumerate(sources):
-        for m in magnitudes:
-            images.append(render(source, distortion, m, working_resolution, implementation))
-            true.append(float(m))
-            groups.append(index)
-    return EvaluationSet(torch.stack(images), np.asarray(true), np.asarray(groups))
+        image = ImageFile(source)
+        try:
+            image.native()
+        except ImageLoadError as e:
+            skipped.append({"index": index, "kind": e.kind, "message": str(e)})
+            continue
+        images.append(image)
+    return images, skipped
 
 
 def score_metrics(
@@ -93,7 +113,10 @@ def baseline_metrics(task: str, evaluation: EvaluationSet) -> dict | None:
     baseline = get_baseline(task)
     if baseline is None:
         return None
-    values = np.array([baseline.measure(image) for image in evaluation.images])
+    # per patch, then the median over the patches of a copy (one patch: the image)
+    values = np.array(
+        [np.median([baseline.measure(patch) for patch in copy]) for copy in evaluation.images]
+    )
     metrics, _ = score_metrics(values, evaluation)
     return {"name": baseline.name, **metrics}
 
@@ -128,8 +151,8 @@ def evaluate_model(
 ) -> dict:
     """Evaluates a :class:`~siamese_quality.pretext_model.PretextModel` on held-out images.
 
-    Each image is loaded at the working resolution (times the distortion's
-    supersampling), distorted at every magnitude of the grid, and scored.
+    Each image is distorted at every magnitude of the grid through the model's view
+    (native-resolution patches or the whole image downscaled) and scored.
 
     Args:
         sources: image paths, PIL images or uint8 arrays the model never saw
@@ -138,28 +161,19 @@ def evaluate_model(
         use_model_calibration: calibrate with the model's own calibration (fitted on
             other images); if False, calibrate cross-fitted on these images
     """
-    from .images import ImageLoadError, load_image
-
-    distortion = model.distortion
-    square = model.working_resolution * distortion.supersample
-    images, skipped = [], []
-    for source in sources:
-        try:
-            images.append(load_image(source, square))
-        except ImageLoadError as e:
-            skipped.append({"kind": e.kind, "message": str(e)})
+    images, skipped = read_images(sources)
     if not images:
         raise ValueError(f"none of the {len(skipped)} images could be read for evaluation")
     evaluation = render_evaluation_set(
         images,
-        distortion,
-        model.working_resolution,
-        magnitude_grid(distortion, grid_size),
+        model.distortion,
+        model.view,
+        magnitude_grid(model.distortion, grid_size),
         implementation,
     )
-    scores = model.branch.score(evaluation.images).numpy().astype(np.float64)
+    scores = branch_scores(model.branch, evaluation.images, model.view).numpy().astype(np.float64)
     calibration = model.calibration if use_model_calibration else None
     report = evaluation_report(scores, evaluation, model.task, calibration)
     report["images"] = len(images)
-    report["skipped_images"] = skipped
+    report["skipped_images"] = [{k: v for k, v in s.items() if k != "index"} for s in skipped]
     return report

@@ -1,8 +1,9 @@
 """Image loading: decode, honour EXIF orientation, convert odd modes, resize.
 
-Every image a model sees, in training and in scoring, passes through
-:func:`load_image`, so "working resolution" means the same thing everywhere: the
-shorter side resized to ``size`` pixels (antialiased), then the centre square.
+:class:`ImageFile` is the one way the library reads an image: it decodes every pixel
+(for models that read native-resolution patches) or lets libjpeg decode a reduced
+copy (for models that read the whole image downscaled), each at most once.
+:mod:`siamese_quality.views` turns those into what a model sees.
 """
 
 from __future__ import annotations
@@ -67,8 +68,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode(source: ImageSource, short_side: int) -> Image.Image:
-    """Decodes ``source`` to an upright RGB image with its shorter side ``short_side``.
+def open_upright(source: ImageSource, draft_short_side: int | None = None) -> Image.Image:
+    """Decodes ``source`` to an upright RGB image at its own resolution.
+
+    Args:
+        draft_short_side: for JPEG files, let libjpeg decode at the smallest of 1/1, 1/2,
+            1/4, 1/8 scale whose shorter side is still at least this (several times
+            faster); None decodes every pixel
 
     Raises:
         ImageLoadError: the source is missing, empty, not an image, unreadable, too
@@ -76,11 +82,10 @@ def decode(source: ImageSource, short_side: int) -> Image.Image:
     """
     image = _open(source)
     try:
-        if image.format == "JPEG":
-            # Let libjpeg decode at a reduced scale (>= the target): several times faster
-            image.draft("RGB", (short_side, short_side))
-        image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
+        if draft_short_side is not None and image.format == "JPEG":
+            image.draft("RGB", (draft_short_side, draft_short_side))
+        image = _to_rgb(ImageOps.exif_transpose(image))
+        image.load()
         width, height = image.size
         if min(width, height) < MIN_SIDE:
             raise ImageLoadError(
@@ -88,10 +93,6 @@ def decode(source: ImageSource, short_side: int) -> Image.Image:
                 f"{_name(source)}: {width}x{height} px is below the {MIN_SIDE} px "
                 "minimum for a quality score",
             )
-        scale = short_side / min(width, height)
-        new_size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
-        if new_size != image.size:
-            image = image.resize(new_size, Image.BICUBIC, reducing_gap=3.0)
         return image
     except ImageLoadError:
         raise
@@ -99,6 +100,21 @@ def decode(source: ImageSource, short_side: int) -> Image.Image:
         raise ImageLoadError("too_large", f"{_name(source)}: {e}") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageLoadError("corrupt", f"{_name(source)}: {e}") from None
+
+
+def resize_short_side(image: Image.Image, short_side: int) -> Image.Image:
+    """``image`` resized (bicubic, antialiased) so that its shorter side is ``short_side``."""
+    width, height = image.size
+    scale = short_side / min(width, height)
+    new_size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, Image.BICUBIC, reducing_gap=3.0)
+
+
+def decode(source: ImageSource, short_side: int) -> Image.Image:
+    """Decodes ``source`` to an upright RGB image with its shorter side ``short_side``."""
+    return resize_short_side(open_upright(source, short_side), short_side)
 
 
 def _name(source: ImageSource) -> str:
@@ -130,3 +146,60 @@ def load_image(source: ImageSource, size: int) -> torch.Tensor:
 def load_images(sources: Sequence[ImageSource], short_side: int) -> list[torch.Tensor]:
     """Decodes every source at ``short_side`` (uncropped); raises on the first bad one."""
     return [to_tensor(decode(s, short_side)) for s in sources]
+
+
+# Whole-image views are downscaled from a decode whose shorter side is at least this
+# (JPEG: libjpeg's reduced-scale decode). A constant, so that a view's pixels never
+# depend on which other models score the same file.
+REDUCED_DECODE_SHORT_SIDE = 768
+
+
+class ImageFile:
+    """One image, decoded lazily: at native resolution, and reduced for whole views.
+
+    Both decodes are cached, so several models (or views) read the file once each way.
+    For a source that is not a JPEG file the reduced decode is the native one.
+    """
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+        self._native: Image.Image | None = None
+        self._native_tensor: torch.Tensor | None = None
+        self._reduced: Image.Image | None = None
+
+    def native(self) -> Image.Image:
+        """Every pixel, upright RGB."""
+        if self._native is None:
+            self._native = open_upright(self.source)
+        return self._native
+
+    def native_tensor(self) -> torch.Tensor:
+        """:meth:`native` as a uint8 tensor (3, H, W)."""
+        if self._native_tensor is None:
+            self._native_tensor = to_tensor(self.native())
+        return self._native_tensor
+
+    def reduced(self) -> Image.Image:
+        """Upright RGB, for whole-image views: a JPEG file of shorter side at least twice
+        ``REDUCED_DECODE_SHORT_SIDE`` is decoded by libjpeg at a reduced scale (shorter
+        side still at least that); anything else is the native decode."""
+        if self._reduced is None:
+            if _reducible_jpeg(self.source):
+                self._reduced = open_upright(self.source, REDUCED_DECODE_SHORT_SIDE)
+            else:
+                self._reduced = self.native()
+        return self._reduced
+
+    def whole(self, short_side: int) -> torch.Tensor:
+        """The whole image with its shorter side resized to ``short_side``: uint8 (3, h, w)."""
+        return to_tensor(resize_short_side(self.reduced(), short_side))
+
+
+def _reducible_jpeg(source: ImageSource) -> bool:
+    if not isinstance(source, str | os.PathLike):
+        return False
+    try:
+        with Image.open(source) as image:
+            return image.format == "JPEG" and min(image.size) >= 2 * REDUCED_DECODE_SHORT_SIDE
+    except Exception:  # the native decode reports what is wrong with the file
+        return False

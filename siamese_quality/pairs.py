@@ -8,7 +8,9 @@ Two forms of the same pretext task:
   forward pass, giving B * K * (K - 1) / 2 same-image pairs (plus cross-image pairs)
   for the same ranking loss at a fraction of the cost.
 
-Both render copies with :func:`render`, which is also what evaluation uses.
+Both render copies through the model's view (:mod:`siamese_quality.views`), as
+evaluation and scoring do. Sources are whole images (whole views) or native-resolution
+tiles, a patch with its margin (patch views).
 """
 
 from __future__ import annotations
@@ -19,44 +21,56 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
 
 from .distortions import Distortion
-from .images import center_crop
-
-
-def model_input_size(distortion: Distortion, size: int) -> int:
-    """Side of the square a model of this distortion sees in a ``size`` square."""
-    return max(8, round(size * distortion.input_crop))
+from .views import PatchView, View, WholeView, apply_distortion, apply_distortion_many
 
 
 def render(
     source: torch.Tensor,
     distortion: Distortion,
     magnitude: float,
-    size: int,
+    view: View,
+    size: int | None = None,
     implementation: str = "reference",
 ) -> torch.Tensor:
     """One distorted copy as the model sees it.
 
     Args:
-        source: uint8 (3, S, S) square with ``S = size * distortion.supersample``,
-            at the scale of the working resolution
-        size: the working resolution, or a training patch size (at the same scale)
+        source: uint8 (3, S, S): a whole view's source square (``S = size *
+            supersample``) or a patch view's tile (the patch with its margin)
+        size: whole views: the working size of ``source`` (default: the resolution)
         implementation: ``"reference"`` (training) or ``"alternative"`` (the
             independent implementation, for evaluation)
     """
-    apply = distortion.apply
-    if implementation == "alternative":
-        if distortion.alternative is None:
-            raise ValueError(f"{distortion.name} has no alternative implementation")
-        apply = distortion.alternative
-    image = apply(source, float(magnitude))
-    if distortion.supersample > 1:
-        image = nnf.interpolate(image[None].float(), size=(size, size), mode="area")
-        image = image[0].round().clamp(0, 255).to(torch.uint8)
-    return center_crop(image, model_input_size(distortion, size))
+    return view.finish(apply_distortion(source, distortion, magnitude, implementation), size)
+
+
+def render_many(
+    source: torch.Tensor,
+    distortion: Distortion,
+    magnitudes: Sequence[float],
+    view: View,
+    size: int | None = None,
+) -> list[torch.Tensor]:
+    """:func:`render` at each of ``magnitudes`` (the reference implementation)."""
+    return [view.finish(c, size) for c in apply_distortion_many(source, distortion, magnitudes)]
+
+
+def draw_source(source: torch.Tensor, view: View, rng: np.random.Generator) -> torch.Tensor:
+    """A patch view's tile from a larger native image (a tile already is one); any other
+    source as it is (whole views crop it in the augmentation)."""
+    if isinstance(view, PatchView) and max(source.shape[-2:]) > view.tile_size:
+        return view.random_tile(source, rng)
+    return source
+
+
+def source_crop(view: View, patch_size: int) -> int:
+    """Side of the source square a training copy is rendered from."""
+    if isinstance(view, PatchView):
+        return view.tile_size
+    return patch_size * view.supersample
 
 
 def stratified_magnitudes(
@@ -76,12 +90,13 @@ class Augmentation:
     ``max_scale`` times ``crop_size`` (content seen at several sizes; a patch smaller
     than the working resolution is a smaller view of most of the photo: cropping at the
     working scale instead measured no better, brightness worse, benchmarks/RESULTS.md)
-    and a random horizontal flip. Depending on the distortion (its ``invariances``) also
-    vertical flips and 90-degree turns (``"turns"``), a random channel order
-    (``"channels"``) and a random gamma (``"tone"``): more kinds of content from the
-    same few photos. It is applied to the source *before* the distortion, so the
-    magnitude stays the label: flipping after a rotation by theta would give a
-    rotation by -theta.
+    and a random horizontal flip. A tile of a patch view is exactly ``crop_size``, so
+    it keeps the scale of the stored image, which its magnitudes are measured in.
+    Depending on the distortion (its ``invariances``) also vertical flips and
+    90-degree turns (``"turns"``), a random channel order (``"channels"``) and a
+    random gamma (``"tone"``): more kinds of content from the same few photos. It is
+    applied to the source *before* the distortion, so the magnitude stays the label:
+    flipping after a rotation by theta would give a rotation by -theta.
     """
 
     max_scale: float = 1.4
@@ -102,9 +117,9 @@ class Augmentation:
         options.update(overrides)
         return cls(**options)
 
-    def source_short_side(self, distortion: Distortion, working_resolution: int) -> int:
-        """The short side at which training images are decoded and kept in memory."""
-        return math.ceil(working_resolution * distortion.supersample * self.max_scale)
+    def source_short_side(self, view: WholeView) -> int:
+        """The short side at which training images of a whole view are kept in memory."""
+        return math.ceil(view.source_size * self.max_scale)
 
     def __call__(
         self, image: torch.Tensor, crop_size: int, rng: np.random.Generator
@@ -143,7 +158,7 @@ class SiamesePairDataset(torch.utils.data.Dataset):
         self,
         sources: Sequence[torch.Tensor],
         distortion: Distortion,
-        working_resolution: int,
+        view: View,
         pairs_per_image: int = 16,
         augmentation: Augmentation | None = None,
         seed: int = 0,
@@ -153,7 +168,8 @@ class SiamesePairDataset(torch.utils.data.Dataset):
             raise ValueError("SiamesePairDataset needs at least one image")
         self.sources = list(sources)
         self.distortion = distortion
-        self.patch_size = patch_size or working_resolution
+        self.view = view
+        self.patch_size = patch_size or view.input_size
         self.pairs_per_image = pairs_per_image
         self.augmentation = augmentation or Augmentation.for_distortion(distortion)
         self.seed = seed
@@ -164,9 +180,12 @@ class SiamesePairDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         rng = np.random.default_rng([self.seed, index])
         source = self.sources[index % len(self.sources)]
-        patch = self.augmentation(source, self.patch_size * self.distortion.supersample, rng)
+        source = draw_source(source, self.view, rng)
+        patch = self.augmentation(source, source_crop(self.view, self.patch_size), rng)
         first, second = stratified_magnitudes(self.distortion, 2, rng)
-        images = [render(patch, self.distortion, m, self.patch_size) for m in (first, second)]
+        images = [
+            render(patch, self.distortion, m, self.view, self.patch_size) for m in (first, second)
+        ]
         label = 1.0 if first > second else 0.0
         return images[0], images[1], torch.tensor(label), float(first), float(second)
 
@@ -176,6 +195,7 @@ class GroupedBatch:
     images: torch.Tensor  # uint8 (B * K, 3, r, r)
     magnitudes: torch.Tensor  # float (B * K,), in the distortion's unit
     groups: torch.Tensor  # long (B * K,), which source image each copy comes from
+    epoch: int = 0  # passes over the sources begun when the batch was drawn
 
 
 class GroupedBatches:
@@ -188,7 +208,7 @@ class GroupedBatches:
         self,
         sources: Sequence[torch.Tensor],
         distortion: Distortion,
-        working_resolution: int,
+        view: View,
         images_per_batch: int = 8,
         magnitudes_per_image: int = 6,
         augmentation: Augmentation | None = None,
@@ -201,7 +221,8 @@ class GroupedBatches:
             raise ValueError("magnitudes_per_image must be at least 2 to form pairs")
         self.sources = list(sources)
         self.distortion = distortion
-        self.patch_size = patch_size or working_resolution
+        self.view = view
+        self.patch_size = patch_size or view.input_size
         self.images_per_batch = min(images_per_batch, len(self.sources))
         self.magnitudes_per_image = magnitudes_per_image
         self.augmentation = augmentation or Augmentation.for_distortion(distortion)
@@ -229,16 +250,18 @@ class GroupedBatches:
             yield self.next_batch()
 
     def next_batch(self) -> GroupedBatch:
-        crop = self.patch_size * self.distortion.supersample
+        crop = source_crop(self.view, self.patch_size)
         images, magnitudes, groups = [], [], []
         for group, index in enumerate(self._next_indices()):
-            patch = self.augmentation(self.sources[index], crop, self.rng)
-            for m in stratified_magnitudes(self.distortion, self.magnitudes_per_image, self.rng):
-                images.append(render(patch, self.distortion, m, self.patch_size))
-                magnitudes.append(m)
-                groups.append(group)
+            source = draw_source(self.sources[index], self.view, self.rng)
+            patch = self.augmentation(source, crop, self.rng)
+            drawn = stratified_magnitudes(self.distortion, self.magnitudes_per_image, self.rng)
+            images += render_many(patch, self.distortion, drawn, self.view, self.patch_size)
+            magnitudes += [float(m) for m in drawn]
+            groups += [group] * len(drawn)
         return GroupedBatch(
             images=torch.stack(images),
             magnitudes=torch.tensor(magnitudes, dtype=torch.float32),
             groups=torch.tensor(groups),
+            epoch=self.epoch,
         )

@@ -1,4 +1,4 @@
-"""A trained pretext model: one branch + its distortion, working resolution and calibration.
+"""A trained pretext model: one branch + its distortion, view and calibration.
 
 Saved as a single torch file holding only tensors and plain Python values, loaded
 with ``torch.load(..., weights_only=True)``: a model file can never run code.
@@ -15,11 +15,13 @@ import torch
 
 from .calibration import MonotoneCalibration
 from .distortions import Distortion, get_distortion
-from .images import ImageSource, center_crop, load_image
+from .images import ImageFile, ImageSource
 from .model import QualityBranch
+from .views import View, branch_scores, view_from_dict
 
 FORMAT = "siamese_quality.pretext_model"
-FORMAT_VERSION = 1
+# 2: local tasks read native-resolution patches, magnitudes in the stored image's pixels
+FORMAT_VERSION = 2
 
 
 class ModelFileError(ValueError):
@@ -58,7 +60,7 @@ class PretextModel:
         self,
         branch: QualityBranch,
         distortion: Distortion | dict,
-        working_resolution: int,
+        view: View | dict,
         calibration: MonotoneCalibration | None = None,
         training: dict | None = None,
         evaluation: dict | None = None,
@@ -67,7 +69,7 @@ class PretextModel:
         self.distortion_info = (
             distortion.to_dict() if isinstance(distortion, Distortion) else dict(distortion)
         )
-        self.working_resolution = int(working_resolution)
+        self.view = view_from_dict(view) if isinstance(view, dict) else view
         self.calibration = calibration
         self.training = training or {}
         self.evaluation = evaluation or {}
@@ -86,16 +88,23 @@ class PretextModel:
         return get_distortion(self.task)
 
     @property
-    def input_size(self) -> int:
-        return max(8, round(self.working_resolution * self.distortion_info["input_crop"]))
+    def working_resolution(self) -> int:
+        """Local tasks: the side of a native-resolution patch; global: the downscaled side."""
+        return self.view.size if self.view.kind == "patches" else self.view.resolution
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Working-resolution uint8 squares (N, 3, R, R) -> what the branch sees."""
-        return center_crop(images, self.input_size)
+    def prepare(self, image: ImageFile) -> torch.Tensor:
+        """What the branch sees of one image: uint8 (count, 3, r, r)."""
+        return self.view.prepare(image)
 
-    def raw_scores(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """Branch scores of working-resolution uint8 squares (N, 3, R, R)."""
-        return self.branch.score(self.prepare(images), batch_size).numpy().astype(np.float64)
+    def raw_scores(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Branch scores of prepared images (N, count, 3, r, r), aggregated per image."""
+        return branch_scores(self.branch, images, self.view, batch_size).numpy().astype(np.float64)
+
+    def patch_scores(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Branch scores of every patch of prepared images: (N, count)."""
+        n, count = images.shape[:2]
+        flat = self.branch.score(images.flatten(0, 1), batch_size)
+        return flat.view(n, count).numpy().astype(np.float64)
 
     def calibrated(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
         """Raw scores -> magnitudes in the distortion's unit."""
@@ -105,7 +114,7 @@ class PretextModel:
 
     def score_images(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated magnitudes, raw scores) for image files or arrays."""
-        images = torch.stack([load_image(s, self.working_resolution) for s in sources])
+        images = torch.stack([self.prepare(ImageFile(s)) for s in sources])
         raw = self.raw_scores(images)
         return self.calibrated(raw), raw
 
@@ -118,7 +127,7 @@ class PretextModel:
                 "format_version": FORMAT_VERSION,
                 "backbone": self.branch.backbone,
                 "distortion": self.distortion_info,
-                "working_resolution": self.working_resolution,
+                "view": self.view.to_dict(),
                 "calibration": self.calibration.to_dict() if self.calibration else None,
                 "training": self.training,
                 "evaluation": self.evaluation,
@@ -156,6 +165,11 @@ class PretextModel:
             raise ModelFileError(f"{path}: not a safe siamese_quality model file ({e})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ModelFileError(f"{path}: not a siamese_quality model file")
+        if state.get("format_version") == 1:
+            raise ModelFileError(
+                f"{path}: a model of siamese_quality 0.1 (format version 1), which measured a "
+                "128-px thumbnail instead of the stored image; train it again"
+            )
         if state.get("format_version") != FORMAT_VERSION:
             raise ModelFileError(
                 f"{path}: model format version {state.get('format_version')} is not supported "
@@ -175,10 +189,14 @@ class PretextModel:
             if state.get("calibration")
             else None
         )
+        try:
+            view = view_from_dict(state["view"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: no valid view in the model file ({e})") from None
         return cls(
             branch,
             state["distortion"],
-            state["working_resolution"],
+            view,
             calibration,
             state.get("training"),
             state.get("evaluation"),

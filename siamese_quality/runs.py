@@ -93,6 +93,7 @@ def register_model(
         distortion=model.distortion_info,
         backbone=model.branch.backbone,
         working_resolution=model.working_resolution,
+        view=model.view.to_dict(),
         training_options=model.training.get("config", {}),
         weights_path=path,
         weights_sha256=sha256,

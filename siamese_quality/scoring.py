@@ -1,7 +1,9 @@
 """Batch scoring of image files with one or several models, decoding each image once.
 
 No FiftyOne here: files in, scores out, in batches, so callers can write results
-as they go (and keep them if the job is interrupted).
+as they go (and keep them if the job is interrupted). Each model's input comes from
+its view (:mod:`siamese_quality.views`), the same function whether the model scores
+alone or with others: a file gets the same values either way.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as F
 
-from .images import ImageLoadError, center_crop, decode, to_tensor
+from .images import ImageFile, ImageLoadError
 from .pretext_model import PretextModel
+from .views import View, patch_structure
 
 
 @dataclass
@@ -25,33 +27,32 @@ class ScoredBatch:
     indices: list[int]
     raw: dict[str, np.ndarray]  # model name -> raw branch scores, aligned with indices
     calibrated: dict[str, np.ndarray]  # model name -> magnitudes in the model's unit
+    # model name -> raw scores of each image's patches, shaped like its grid (rows,
+    # columns); local models only
+    patches: dict[str, list[np.ndarray]] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)  # {"index", "kind", "message"}
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    """Decodes each file once and returns it at every requested working resolution."""
+    """Reads each file once per kind of decode and prepares it for every distinct view."""
 
-    def __init__(self, paths: Sequence[str], resolutions: Sequence[int]):
+    def __init__(self, paths: Sequence[str], views: Sequence[View]):
         self.paths = list(paths)
-        self.resolutions = sorted(set(resolutions), reverse=True)
+        self.views = list(dict.fromkeys(views))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
+        image = ImageFile(self.paths[index])
         try:
-            image = to_tensor(decode(self.paths[index], self.resolutions[0]))
+            prepared = {view: view.prepare(image) for view in self.views}
+            grids = {view: view.grid_of(image) for view in self.views if view.kind == "patches"}
+            return index, (prepared, grids), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}
         except Exception as e:  # anything else a broken file can raise in a decoder
             return index, None, {"kind": "corrupt", "message": f"{self.paths[index]}: {e}"}
-        squares = {}
-        for size in self.resolutions:
-            scaled = (
-                image if size == self.resolutions[0] else F.resize(image, [size], antialias=True)
-            )
-            squares[size] = center_crop(scaled, size)
-        return index, squares, None
 
 
 def _collate(items):
@@ -79,7 +80,7 @@ def iter_model_scores(
     if not models:
         raise ValueError("no models to score with")
     workers = default_num_workers(len(paths)) if num_workers is None else num_workers
-    dataset = _ImageFiles(paths, [m.working_resolution for m in models.values()])
+    dataset = _ImageFiles(paths, [m.view for m in models.values()])
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -94,14 +95,21 @@ def iter_model_scores(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     try:
         for items in loader:
-            ok = [(index, squares) for index, squares, failure in items if failure is None]
+            ok = [(index, item) for index, item, failure in items if failure is None]
             failures = [{"index": index, **failure} for index, _, failure in items if failure]
-            raw, calibrated = {}, {}
+            raw, calibrated, patches = {}, {}, {}
             if ok:
                 for name, model in models.items():
-                    images = torch.stack([squares[model.working_resolution] for _, squares in ok])
-                    raw[name] = model.raw_scores(images, batch_size)
+                    images = torch.stack([prepared[model.view] for _, (prepared, _) in ok])
+                    scores = model.patch_scores(images)
+                    structure = patch_structure(images)
+                    raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
                     calibrated[name] = model.calibrated(raw[name])
-            yield ScoredBatch([index for index, _ in ok], raw, calibrated, failures)
+                    if model.view.kind == "patches":
+                        patches[name] = [
+                            row.reshape(grids[model.view])
+                            for row, (_, (_, grids)) in zip(scores, ok, strict=True)
+                        ]
+            yield ScoredBatch([index for index, _ in ok], raw, calibrated, patches, failures)
     finally:
         torch.set_num_threads(threads)

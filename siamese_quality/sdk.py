@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 import fiftyone.core.utils as fou
+import numpy as np
 
 from . import PLUGIN_NAME, runs
 from .pretext_model import PretextModel, sha256_of_file
 from .scoring import iter_model_scores
 from .training import TrainingConfig, train_pretext_model
+from .views import describe
 
 Samples = fo.core.collections.SampleCollection
 ProgressArg = bool | None | Callable
@@ -36,7 +38,8 @@ class ModelInfo:
     task: str
     unit: str
     backbone: str
-    working_resolution: int
+    working_resolution: int  # local tasks: native patch side; global: downscaled side
+    view: dict  # what the model reads: native patches or the whole image (views.py)
     weights_path: str
     fields: list[str]
     metrics: dict
@@ -84,6 +87,7 @@ def model_info(samples: Samples, key: str) -> ModelInfo:
         unit=config["unit"],
         backbone=config["backbone"],
         working_resolution=config["working_resolution"],
+        view=config.get("view") or {},
         weights_path=config["weights_path"],
         fields=list(config.get("fields") or []),
         metrics=evaluation.get("metrics", {}),
@@ -180,9 +184,12 @@ def train(
     except TypeError as e:
         raise ValueError(f"unknown training option: {e}") from None
     config.validate()
-    paths = samples.values("filepath")
-    if len(paths) < 2:
-        raise ValueError(f"training needs at least 2 images; this collection has {len(paths)}")
+    ids, paths = samples.values(["id", "filepath"])
+    if len(paths) < 4:
+        raise ValueError(
+            f"training needs at least 4 images (to train, choose the checkpoint, and "
+            f"calibrate and report on two held out); this collection has {len(paths)}"
+        )
 
     path = _new_weights_path(dataset, key)
     checkpoint = os.path.join(os.path.dirname(path), "checkpoint.pt")
@@ -194,6 +201,9 @@ def train(
             _call(progress, record)
 
         model = train_pretext_model(paths, config, progress=report, checkpoint_path=checkpoint)
+    # which samples trained, chose the checkpoint, and calibrated and reported
+    roles = model.training.get("roles") or {}
+    model.training["roles"] = {role: [ids[i] for i in found] for role, found in roles.items()}
     sha256 = model.save(path)
     info = _record(dataset, key, model, path, sha256, replace)
     if os.path.isfile(checkpoint):
@@ -204,24 +214,33 @@ def train(
 # --- scoring -------------------------------------------------------------------------
 
 
+def field_suffixes(view_kind: str) -> tuple[str, ...]:
+    """Suffixes of the fields a model whose view is of ``view_kind`` writes ("" is the
+    value; models that read patches add their grid, ``_patches``)."""
+    return (*FIELD_SUFFIXES, "_patches") if view_kind == "patches" else FIELD_SUFFIXES
+
+
 def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
     """``{suffix: description}`` of the fields a model writes (suffix "" is the value)."""
-    resolution = (
-        f"at a working resolution of {model.working_resolution} px (images resized so "
-        f"their shorter side is {model.working_resolution} px, centre square)"
-    )
     return {
-        "": f"{model.task} in {model.unit}, predicted by siamese_quality model '{key}' "
-        f"{resolution}",
+        "": f"{model.task} in {model.unit}, {describe(model.view)}; siamese_quality model '{key}'",
         "_raw": f"raw branch score of siamese_quality model '{key}' (larger: larger "
-        f"{model.task} magnitude) {resolution}",
+        f"{model.task} magnitude)",
         "_fingerprint": "size and modification time of the image file when siamese_quality "
         f"model '{key}' scored it (finds files changed since)",
+        "_patches": f"{model.task} in {model.unit} of each patch, rows of the grid over the "
+        f"image (top to bottom, left to right); siamese_quality model '{key}'",
     }
 
 
 FIELD_SUFFIXES = ("", "_raw", "_fingerprint")
-_FIELD_TYPES = {"": fo.FloatField, "_raw": fo.FloatField, "_fingerprint": fo.StringField}
+# (type, subfield) of each field
+_FIELD_TYPES = {
+    "": (fo.FloatField, None),
+    "_raw": (fo.FloatField, None),
+    "_fingerprint": (fo.StringField, None),
+    "_patches": (fo.ListField, fo.ListField),  # rows of values
+}
 
 
 def file_fingerprint(path: str) -> str | None:
@@ -247,7 +266,11 @@ class ScoringPlan:
     job: str | None = None  # shards of one sharded job share it (and their field locks)
 
     def targets(self) -> list[str]:
-        return [f"{name}{suffix}" for name in self.fields.values() for suffix in FIELD_SUFFIXES]
+        return [
+            f"{name}{suffix}"
+            for key, name in self.fields.items()
+            for suffix in field_suffixes(self.models[key].view.kind)
+        ]
 
 
 def check_scoring_request(
@@ -284,7 +307,8 @@ def check_scoring_request(
         runs.require_model(dataset, k)
     owners = runs.owned_fields(dataset)
     for k, name in zip(keys, fields, strict=True):
-        for target in (f"{name}{suffix}" for suffix in FIELD_SUFFIXES):
+        view_kind = (runs.run_config(dataset, k).get("view") or {}).get("kind", "whole")
+        for target in (f"{name}{suffix}" for suffix in field_suffixes(view_kind)):
             owner = owners.get(target)
             if dataset.has_field(target) and owner != k and not overwrite:
                 who = f"model {owner!r}" if owner else "you (not siamese_quality)"
@@ -326,17 +350,20 @@ def prepare_fields(plan: ScoringPlan) -> None:
     dataset = _dataset(plan.samples)
     for key, name in plan.fields.items():
         descriptions = _field_descriptions(key, plan.models[key])
-        for suffix in FIELD_SUFFIXES:
+        suffixes = field_suffixes(plan.models[key].view.kind)
+        for suffix in suffixes:
             target = f"{name}{suffix}"
             if not dataset.has_field(target):
+                ftype, subfield = _FIELD_TYPES[suffix]
                 dataset.add_sample_field(
                     target,
-                    _FIELD_TYPES[suffix],
+                    ftype,
+                    subfield=subfield,
                     description=descriptions[suffix],
                     info={"siamese_quality_model": key},
                 )
         recorded = runs.run_config(dataset, key).get("fields") or []
-        new = [f"{name}{suffix}" for suffix in FIELD_SUFFIXES if f"{name}{suffix}" not in recorded]
+        new = [f"{name}{suffix}" for suffix in suffixes if f"{name}{suffix}" not in recorded]
         if new:
             runs.update_config(dataset, key, fields=[*recorded, *new])
 
@@ -416,6 +443,9 @@ def run_scoring(plan: ScoringPlan):
                 for key, name in plan.fields.items():
                     values[name] = float(batch.calibrated[key][position])
                     values[f"{name}_raw"] = float(batch.raw[key][position])
+                    if key in batch.patches:
+                        grid = plan.models[key].calibrated(batch.patches[key][position])
+                        values[f"{name}_patches"] = np.round(grid, 4).tolist()
                 stage(index, values)
             for failure in batch.failures:
                 index = failure["index"]
@@ -427,7 +457,7 @@ def run_scoring(plan: ScoringPlan):
                         "message": failure["message"],
                     }
                 )
-                stage(index, {f"{n}{s}": None for n in plan.fields.values() for s in ("", "_raw")})
+                stage(index, _null_values(plan))
             scored += len(batch.indices)
             if len(next(iter(pending.values()), {})) >= plan.chunk_size:
                 flush()
@@ -454,6 +484,16 @@ def run_scoring(plan: ScoringPlan):
     for key in plan.fields:
         runs.update_results(dataset, key, record)
     return summary
+
+
+def _null_values(plan: ScoringPlan) -> dict[str, None]:
+    """The values of a sample whose image could not be read."""
+    return {
+        f"{name}{suffix}": None
+        for key, name in plan.fields.items()
+        for suffix in field_suffixes(plan.models[key].view.kind)
+        if suffix != "_fingerprint"
+    }
 
 
 MAX_STORED_FAILURES = 1000
@@ -567,7 +607,6 @@ def queue_scoring_shards(
     ids of the queued operations.
     """
     import fiftyone.operators as foo
-    import numpy as np
 
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")

@@ -8,6 +8,7 @@ import torch
 from siamese_quality import distortions as D
 from siamese_quality.baselines import wavelet_noise_sigma
 from siamese_quality.pairs import render
+from siamese_quality.views import WholeView
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_rotation_leaves_no_empty_corner_in_what_the_model_sees():
     white = torch.full((3, 256, 256), 255, dtype=torch.uint8)
     distortion = D.get_distortion("rotation")
     for angle in (distortion.low, -7.0, 7.0, distortion.high):
-        seen = render(white, distortion, angle, 128)
+        seen = render(white, distortion, angle, WholeView(128, 2, distortion.input_crop))
         assert seen.shape[-1] == round(128 * distortion.input_crop)
         assert int(seen.min()) >= 250, angle
 

@@ -101,7 +101,12 @@ def test_scoring_killed_at_random_moments_resumes_to_exactly_one_correct_value(s
     assert _check_values(dataset, "quality", expected) == len(dataset)
     assert dataset.count("quality") == len(dataset)
     config = runs.run_config(dataset, "blur")
-    assert set(config["fields"]) == {"quality", "quality_raw", "quality_fingerprint"}
+    assert set(config["fields"]) == {
+        "quality",
+        "quality_raw",
+        "quality_fingerprint",
+        "quality_patches",
+    }
     assert foo_odm.get_db_conn()[COLLECTION].count_documents({}) == 0  # no lock left
 
 

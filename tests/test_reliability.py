@@ -147,7 +147,7 @@ def test_exif_orientation_is_honoured_so_a_turned_file_is_not_tilted(tmp_path, t
     upright_png.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "exif6.png", exif=exif)
     model = PretextModel.load(tiny_model_files["rotation"])
     _, raw = model.score_images([str(tmp_path / "upright.png"), str(tmp_path / "exif6.png")])
-    assert raw[0] == pytest.approx(raw[1], abs=1e-6)
+    assert raw[0] == pytest.approx(raw[1], abs=1e-5)
 
 
 def test_scoring_a_messy_dataset_scores_the_good_and_explains_the_bad(
@@ -209,7 +209,7 @@ def test_an_empty_view_is_a_clear_no_op_for_scoring_and_an_error_for_training(
     summary = sq.score(empty, key="blur", progress=False)
     assert summary["scored"] == 0 and summary["message"] == "nothing to score"
     assert not image_dataset.has_field("blur")  # no empty fields left behind
-    with pytest.raises(ValueError, match="at least 2 images; this collection has 0"):
+    with pytest.raises(ValueError, match="at least 4 images .*; this collection has 0"):
         sq.train(empty, task="blur", key="other", progress=False)
 
 
@@ -345,7 +345,7 @@ def test_an_exported_file_carries_its_format_version_and_a_wrong_one_is_refused(
     sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
     exported = sq.export_model(image_dataset, "blur", str(tmp_path / "blur.pt"))
     state = torch.load(exported, weights_only=True)
-    assert state["format"] == "siamese_quality.pretext_model" and state["format_version"] == 1
+    assert state["format"] == "siamese_quality.pretext_model" and state["format_version"] == 2
     state["format_version"] = 99
     future = str(tmp_path / "future.pt")
     torch.save(state, future)

@@ -44,7 +44,9 @@ def test_score_writes_calibrated_and_raw_fields_matching_the_model(image_dataset
     assert isinstance(schema["blur"], fo.FloatField) and isinstance(
         schema["blur_raw"], fo.FloatField
     )
-    assert "px" in schema["blur"].description and "48 px" in schema["blur"].description
+    # the unit, and how it is read: patches of 48 px at the image's own resolution
+    description = schema["blur"].description
+    assert "px of the stored image" in description and "patches of 48 px" in description
     model = sq.load_model(image_dataset, "blur")
     paths, values, raw = image_dataset.values(["filepath", "blur", "blur_raw"])
     expected_values, expected_raw = model.score_images(paths)
@@ -54,8 +56,17 @@ def test_score_writes_calibrated_and_raw_fields_matching_the_model(image_dataset
         "blur",
         "blur_raw",
         "blur_fingerprint",
+        "blur_patches",
     ]
     assert isinstance(schema["blur_fingerprint"], fo.StringField)
+    # where the image is blurred: a grid of patch values in the unit; the image's value
+    # is a low quantile of them (of the patches with any structure)
+    grids = image_dataset.values("blur_patches")
+    assert all(len(g) * len(g[0]) == 16 for g in grids)
+    assert all(
+        min(map(min, g)) - 1e-3 <= v <= max(map(max, g)) + 1e-3
+        for g, v in zip(grids, values, strict=True)
+    )
     # the fields work with FiftyOne's own views
     assert image_dataset.sort_by("blur").first().blur == min(values)
 
@@ -121,7 +132,7 @@ def test_delete_removes_the_run_weights_and_its_fields_only(image_dataset, tiny_
     weights = runs.run_config(image_dataset, "blur")["weights_path"]
 
     deleted = sq.delete_model(image_dataset, "blur")
-    assert sorted(deleted) == ["blur", "blur_fingerprint", "blur_raw"]
+    assert sorted(deleted) == ["blur", "blur_fingerprint", "blur_patches", "blur_raw"]
     assert image_dataset.list_runs() == ["rotation"]
     assert not os.path.exists(weights)
     schema = image_dataset.get_field_schema()

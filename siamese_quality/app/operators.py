@@ -146,7 +146,9 @@ class TrainModel(foo.Operator):
         resolution = inputs.int(
             "working_resolution",
             label="Working resolution (px, optional)",
-            description=f"Leave empty for this task's default{default_resolution}",
+            description="Blur, noise, JPEG, pixelation: the side of the patches read at the "
+            "image's own resolution; others: the side the image is resized to. Leave empty "
+            f"for this task's default{default_resolution}",
         )
         chosen_resolution = ctx.params.get("working_resolution")
         if chosen_resolution is not None and chosen_resolution < 32:

@@ -44,7 +44,8 @@ def _line(name: str, x: list, y: list, line: dict, **trace) -> dict:
 def _scored_field(dataset, config: dict) -> str | None:
     """The calibrated field a model's run config names, once it exists on ``dataset``."""
     fields = config.get("fields") or []
-    scored = [f for f in fields if not f.endswith("_raw") and dataset.has_field(f)]
+    suffixes = ("_raw", "_fingerprint", "_patches")
+    scored = [f for f in fields if not f.endswith(suffixes) and dataset.has_field(f)]
     return scored[0] if scored else None
 
 
@@ -169,11 +170,12 @@ class QualityPanel(foo.Panel):
     @staticmethod
     def _summary_markdown(key, config, metrics, baseline) -> str:
         from siamese_quality.evaluation import PUBLISHED_CORRELATIONS
+        from siamese_quality.views import describe
 
         published = PUBLISHED_CORRELATIONS.get(config["task"])
         lines = [
-            f"**{key}**: {config['task']} in {config['unit']}, {config['backbone']} at "
-            f"{config['working_resolution']} px",
+            f"**{key}**: {config['task']} in {config['unit']}, {describe(config['view'])} "
+            f"({config['backbone']})",
             "",
             "| held-out | Pearson | Spearman | MAE |",
             "|---|---|---|---|",

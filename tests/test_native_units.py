@@ -1,0 +1,81 @@
+"""Fields speak the units of the stored image: what a user's photo went through.
+
+Photos are damaged at their own resolution by OpenCV (not the library's code), put in
+a real FiftyOne dataset next to other real photos, and read back through the SDK after
+``sq.train`` with a fixed seed and step budget.
+"""
+
+import cv2
+import fiftyone as fo
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+import siamese_quality as sq
+from siamese_quality.demo import SKIMAGE_COLOR_PHOTOS, SKIMAGE_GRAYSCALE_PHOTOS
+
+pytestmark = pytest.mark.slow
+
+TEST_PHOTO = "astronaut"  # never trained on
+
+
+def _photo(name: str) -> np.ndarray:
+    pixels = getattr(skimage.data, name)()
+    pixels = pixels[0] if isinstance(pixels, tuple) else pixels
+    return np.asarray(Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def photos_dataset(tmp_path_factory):
+    """The skimage photos (training) and damaged copies of one more (test), as files."""
+    folder = tmp_path_factory.mktemp("native")
+    dataset = fo.Dataset()
+    train = [n for n in (*SKIMAGE_COLOR_PHOTOS, *SKIMAGE_GRAYSCALE_PHOTOS) if n != TEST_PHOTO]
+    for name in train:
+        path = str(folder / f"{name}.png")
+        Image.fromarray(_photo(name)).save(path)
+        dataset.add_sample(fo.Sample(filepath=path, tags=["train"]))
+    photo = _photo(TEST_PHOTO)
+    copies = {}
+    for sigma in (1.0, 3.0):
+        copies[f"blur_{sigma:g}"] = cv2.GaussianBlur(photo, (0, 0), sigma)
+    for name, pixels in copies.items():
+        path = str(folder / f"{name}.png")
+        Image.fromarray(pixels).save(path)
+        dataset.add_sample(fo.Sample(filepath=path, tags=["test"], case=name))
+    for quality in (10, 30, 90):
+        path = str(folder / f"jpeg_{quality}.jpg")
+        ok, data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        data.tofile(path)
+        dataset.add_sample(fo.Sample(filepath=path, tags=["test"], case=f"jpeg_{quality}"))
+    yield dataset
+    dataset.delete()
+
+
+def _train_and_read(dataset, task: str) -> dict[str, float]:
+    """Trains ``task`` on the training photos (fixed seed, step budget), scores the
+    damaged copies through the SDK; returns ``{case: value}``."""
+    train = dataset.match_tags("train")
+    sq.train(train, task=task, max_seconds=None, max_steps=300, seed=0, progress=False)
+    test = dataset.match_tags("test")
+    sq.score(test, key=task, progress=False)
+    return dict(zip(*test.values(["case", task]), strict=True))
+
+
+def test_a_photo_blurred_by_3_px_at_its_own_resolution_reads_3_px(photos_dataset):
+    blur = _train_and_read(photos_dataset, "blur")
+    assert blur["blur_3"] == pytest.approx(3.0, abs=1.0), blur
+    assert blur["blur_1"] < blur["blur_3"], blur
+    # where: a grid of patch values over the photo, in the same unit; the sharpest
+    # patches tell the photo's blur (smooth skin and sky read blurrier)
+    sample = photos_dataset.match_tags("test").match(fo.ViewField("case") == "blur_3").first()
+    patches = np.array(sample.blur_patches)
+    assert patches.shape == (4, 4) and patches.min() <= sample.blur <= np.median(patches)
+
+
+def test_a_jpeg_saved_at_quality_10_reads_quality_10(photos_dataset):
+    quality = _train_and_read(photos_dataset, "jpeg")
+    assert quality["jpeg_10"] == pytest.approx(10, abs=5), quality
+    assert quality["jpeg_10"] < quality["jpeg_30"] < quality["jpeg_90"], quality
