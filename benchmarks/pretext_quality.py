@@ -34,6 +34,7 @@ import tempfile
 import time
 
 import torch
+from tables import print_table as print_columns
 
 from siamese_quality.distortions import list_distortions
 from siamese_quality.evaluation import PUBLISHED_CORRELATIONS as PUBLISHED
@@ -198,9 +199,7 @@ def print_table(rows: list[dict]) -> None:
                 "met" if target_met(r) else "MISSED",
             )
         )
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
-    for line in (header, *lines):
-        print(" | ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))
+    print_columns(header, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,14 +2,15 @@
 
     python benchmarks/throughput.py --n 1000 --json OUT.json [--images DIR]
 
-By default it writes N JPEG files of 1-6 megapixels made from the photos that
+By default it writes N JPEG files of 2.5-3.5 megapixels made from the photos that
 scikit-image ships (random crops, rescales and re-encodes; cached under
 benchmarks/.cache). In one run it measures, on the same files:
 
-- floor: decoding + resizing to the working resolution only, with the loader and
-  workers the scorer uses;
-- ours: scoring blur, brightness and rotation models through the SDK into a real
-  FiftyOne dataset, end to end (three learned scores from one decode per image);
+- floor: decoding every pixel and cutting the patches, with the loader and workers
+  the scorer uses;
+- ours: scoring three local models (blur, noise, JPEG: native-resolution patches)
+  through the SDK into a real FiftyOne dataset, end to end (three learned scores
+  from one decode per image);
 - CleanVision: ``Imagelab(filepaths).find_issues`` for dark, light and blurry,
   installed from PyPI into the benchmark's own virtual environment
   (benchmarks/.venv-cleanvision, created on first use);
@@ -34,7 +35,7 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, ".cache")
 CLEANVISION_VENV = os.path.join(HERE, ".venv-cleanvision")
-TASKS = ("blur", "brightness", "rotation")
+TASKS = ("blur", "noise", "jpeg")
 
 
 # --- images ---------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def images_in(folder: str, count: int) -> list[str]:
 
 
 def model_files(folder: str) -> dict[str, str]:
-    """Blur, brightness and rotation models at the default architecture (a few steps of
+    """Blur, noise and JPEG models at the default architecture and view (a few steps of
     training: throughput does not depend on how well they are trained)."""
     from siamese_quality.demo import write_skimage_photos
     from siamese_quality.training import TrainingConfig, train_pretext_model
@@ -104,14 +105,15 @@ def model_files(folder: str) -> dict[str, str]:
     return files
 
 
-def measure_floor(paths: list[str], working_resolution: int = 128) -> float:
-    """Images/s of decoding + resizing with the scorer's loader and worker count."""
+def measure_floor(paths: list[str]) -> float:
+    """Images/s of decoding + cutting the default patches, with the scorer's loader."""
     import torch
 
     from siamese_quality.scoring import _collate, _ImageFiles, default_num_workers
+    from siamese_quality.training import TrainingConfig
 
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, [working_resolution]),
+        _ImageFiles(paths, [TrainingConfig(task="blur").view()]),
         batch_size=64,
         num_workers=default_num_workers(len(paths)),
         collate_fn=_collate,
@@ -244,7 +246,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    paths = images_in(args.images, args.n) if args.images else generated_jpegs(args.n, 1, 6, "big")
+    paths = (
+        images_in(args.images, args.n) if args.images else generated_jpegs(args.n, 2.5, 3.5, "3mp")
+    )
     print(f"{len(paths)} images, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         models = model_files(folder)
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print()
     print("measure             | images/s | ratio")
-    print(f"floor (decode+resize)| {floor:8.1f} |")
+    print(f"floor (decode+patches)| {floor:7.1f} |")
     print(
         f"ours (3 models, SDK) | {ours['images_per_s']:8.1f} | "
         f"{results['ours_over_floor']:.2f} x floor"

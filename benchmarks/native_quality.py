@@ -1,0 +1,388 @@
+"""The headline benchmark: photos damaged at their own resolution, scored as a user would.
+
+    python benchmarks/native_quality.py --folds 3 --seeds 0 --json OUT.json
+
+Test photos are damaged *before any resizing* by implementations that share no code
+with the library (``benchmarks/degradations.py``: OpenCV, Pillow, scikit-image, NumPy),
+written to files, put in a FiftyOne dataset next to the training photos, and then
+the user's pipeline runs: ``sq.train`` on the training photos, ``sq.score`` on the
+damaged files. For each family of damage it reports, in one run:
+
+- the pooled Spearman of the matching model's field against the magnitude (the
+  undamaged photo joins every family at the identity magnitude);
+- the classical baseline (``siamese_quality.baselines``) on the same files, read at
+  their own resolution;
+- the units error: median |log(written value / true magnitude)| (families with a unit);
+- specificity: |Spearman| of every model's field against every other family.
+
+Photos: the 23 shared 1024-px photos and the 8 colour photos scikit-image ships
+(300-1411 px), sorted by folder and name and split into ``--folds`` by index, so every
+fold holds both sizes; each fold is tested by models trained on the other folds plus
+scikit-image's 10 grayscale photos. Damaged files are cached under
+``benchmarks/.cache/native`` (seeded: the same files every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from degradations import FAMILIES, Family, jpeg_bytes  # noqa: E402
+from tables import print_table  # noqa: E402
+
+CACHE = os.path.join(HERE, ".cache", "native")
+SHARED_PHOTOS = os.path.join(HERE, "..", "..", "shared", "photos")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+TASKS = ("blur", "noise", "jpeg", "pixelation", "brightness", "contrast", "rotation")
+# a field value at or below this share of the range reads as this floor in the units error
+UNITS_FLOOR = {"blur": 0.1, "noise": 0.5, "jpeg": 1.0, "pixelation": 1.0}
+
+
+def images_in(folder: str) -> list[str]:
+    found = sorted(
+        os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES)
+    )
+    if not found:
+        sys.exit(f"no images in {folder}")
+    return [os.path.abspath(p) for p in found]
+
+
+def default_photos() -> tuple[list[str], list[str]]:
+    """(test-fold photos, extra training photos): shared + skimage colour; skimage grey."""
+    from siamese_quality.demo import SKIMAGE_GRAYSCALE_PHOTOS, write_skimage_photos
+
+    folder = os.path.join(CACHE, "skimage")
+    colour = write_skimage_photos(folder)
+    grey = write_skimage_photos(folder, SKIMAGE_GRAYSCALE_PHOTOS)
+    return images_in(SHARED_PHOTOS) + colour, grey
+
+
+def load_rgb(path: str) -> np.ndarray:
+    from PIL import ImageOps
+
+    with Image.open(path) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+def _seed(*parts) -> int:
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
+
+
+def damaged_copies(photos: list[str], families: list[Family]) -> list[dict]:
+    """Writes every photo x family x magnitude once (cached); returns one record per file.
+
+    The undamaged photo is one record per photo with ``family=None``.
+    """
+    records = []
+    for photo in photos:
+        name = os.path.splitext(os.path.basename(photo))[0]
+        records.append({"filepath": photo, "photo": name, "family": None, "magnitude": None})
+        pixels = None
+        for family in families:
+            folder = os.path.join(CACHE, "damaged", family.name.replace(" ", "_"))
+            os.makedirs(folder, exist_ok=True)
+            for magnitude in family.magnitudes:
+                path = os.path.join(folder, f"{name}_{magnitude:g}{family.suffix}")
+                if not os.path.isfile(path):
+                    pixels = load_rgb(photo) if pixels is None else pixels
+                    # one draw per photo and family (the same shake direction, the same
+                    # noise pattern scaled): magnitudes differ in nothing else
+                    rng = np.random.default_rng(_seed(name, family.name))
+                    if family.suffix == ".jpg":
+                        data = jpeg_bytes(pixels, magnitude)
+                        with open(path + ".partial", "wb") as f:
+                            f.write(data)
+                    else:
+                        damaged = family.degrade(pixels, float(magnitude), rng)
+                        Image.fromarray(damaged).save(path + ".partial", format="PNG")
+                    os.replace(path + ".partial", path)
+                records.append(
+                    {
+                        "filepath": path,
+                        "photo": name,
+                        "family": family.name,
+                        "magnitude": float(magnitude),
+                    }
+                )
+    return records
+
+
+def baseline_values(paths: list[str]) -> dict[str, dict[str, float]]:
+    """Every classical baseline on every file, at the file's own resolution (cached)."""
+    import torch
+
+    from siamese_quality.baselines import BASELINES
+
+    cache_file = os.path.join(CACHE, "baselines.json")
+    cache = json.load(open(cache_file)) if os.path.isfile(cache_file) else {}
+
+    def key(path: str) -> str:  # a rewritten file is measured again
+        return f"{path}:{os.stat(path).st_mtime_ns}"
+
+    missing = [p for p in paths if key(p) not in cache]
+    for index, path in enumerate(missing):
+        image = torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1).contiguous()
+        cache[key(path)] = {task: b.measure(image) for task, b in BASELINES.items()}
+        if index % 100 == 99:
+            json.dump(cache, open(cache_file, "w"))
+    json.dump(cache, open(cache_file, "w"))
+    return {p: cache[key(p)] for p in paths}
+
+
+def _spearman(values, truth) -> float | None:
+    values, truth = np.asarray(values, float), np.asarray(truth, float)
+    ok = np.isfinite(values)
+    if ok.sum() < 3 or np.ptp(values[ok]) == 0:
+        return None
+    return float(spearmanr(values[ok], truth[ok])[0])
+
+
+def family_points(records: list[dict], family: Family, column: str) -> tuple[list, list]:
+    """(values, magnitudes) of a family, the undamaged photos at the identity."""
+    values, truth = [], []
+    for r in records:
+        if r["family"] == family.name:
+            values.append(r[column])
+            truth.append(r["magnitude"])
+        elif r["family"] is None:
+            values.append(r[column])
+            truth.append(family.identity)
+    return [np.nan if v is None else v for v in values], truth
+
+
+def units_error(records: list[dict], family: Family) -> float | None:
+    floor = UNITS_FLOOR[family.task]
+    errors = [
+        abs(math.log(max(r[family.task], floor) / r["magnitude"]))
+        for r in records
+        if r["family"] == family.name and r[family.task] is not None
+    ]
+    return float(np.median(errors)) if errors else None
+
+
+def measure(records: list[dict], families: list[Family], tasks: list[str]) -> list[dict]:
+    rows = []
+    for family in families:
+        if family.task not in tasks:
+            continue
+        values, truth = family_points(records, family, family.task)
+        base, _ = family_points(records, family, f"baseline_{family.task}")
+        row = {
+            "family": family.name,
+            "task": family.task,
+            "spearman": _spearman(values, truth),
+            "baseline_spearman": _spearman(base, truth),
+            "units_error": units_error(records, family) if family.units else None,
+            "specificity": {},
+        }
+        for other in tasks:
+            if other != family.task:
+                v, t = family_points(records, family, other)
+                rho = _spearman(v, t)
+                row["specificity"][other] = None if rho is None else abs(rho)
+        rows.append(row)
+    return rows
+
+
+def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
+    """Trains every task on ``train``, scores ``records``' files; returns records + values."""
+    import fiftyone as fo
+
+    import siamese_quality as sq
+
+    dataset = fo.Dataset()
+    try:
+        dataset.add_samples([fo.Sample(filepath=p, tags=["train"]) for p in train], progress=False)
+        dataset.add_samples(
+            [
+                fo.Sample(filepath=r["filepath"], tags=["test"], index=i)
+                for i, r in enumerate(records)
+            ],
+            progress=False,
+        )
+        timings = {}
+        for task in tasks:
+            started = time.monotonic()
+            info = sq.train(
+                dataset.match_tags("train"),
+                task=task,
+                max_seconds=args.max_seconds,
+                seed=seed,
+                progress=False,
+            )
+            timings[task] = time.monotonic() - started
+            print(
+                f"    trained {task}: {info.training.get('steps')} steps in "
+                f"{timings[task]:.0f} s, held-out Spearman "
+                f"{info.metrics.get('spearman', float('nan')):.3f}",
+                flush=True,
+            )
+        test = dataset.match_tags("test")
+        started = time.monotonic()
+        sq.score(test, key=list(tasks), progress=False)
+        score_seconds = time.monotonic() - started
+        indices, *columns = test.values(["index", *tasks])
+        scored = [dict(r) for r in records]
+        for task, column in zip(tasks, columns, strict=True):
+            for i, value in zip(indices, column, strict=True):
+                scored[i][task] = value
+        print(
+            f"    scored {len(records)} files with {len(tasks)} models in {score_seconds:.0f} s",
+            flush=True,
+        )
+        return scored, timings
+    finally:
+        dataset.delete()
+
+
+def _fmt(value, digits=3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_summary(rows: list[dict], tasks: list[str]) -> None:
+    header = (
+        "family",
+        "model",
+        "Spearman mean (min-max)",
+        "baseline",
+        "beats baseline",
+        "units error",
+        "worst |rho| vs other families' damage",
+    )
+    lines = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        runs = [r for r in rows if r["family"] == family]
+        rho = [r["spearman"] for r in runs if r["spearman"] is not None]
+        base = [r["baseline_spearman"] for r in runs if r["baseline_spearman"] is not None]
+        units = [r["units_error"] for r in runs if r["units_error"] is not None]
+        beats = sum(
+            1
+            for r in runs
+            if r["baseline_spearman"] is None or (r["spearman"] or -1) > r["baseline_spearman"]
+        )
+        spreads = {}
+        for r in runs:
+            for other, value in r["specificity"].items():
+                if value is not None:
+                    spreads[other] = max(spreads.get(other, 0.0), value)
+        worst = max(spreads.items(), key=lambda kv: kv[1]) if spreads else None
+        lines.append(
+            (
+                family,
+                runs[0]["task"],
+                f"{np.mean(rho):.3f} ({min(rho):.3f}-{max(rho):.3f})" if rho else "-",
+                f"{np.mean(base):.3f}" if base else "-",
+                f"{beats} of {len(runs)}",
+                f"{np.mean(units):.2f}" if units else "-",
+                f"{worst[0]} {worst[1]:.2f}" if worst else "-",
+            )
+        )
+    print_table(header, lines)
+    print("\nSpecificity: mean |Spearman| of each model's field against each family's damage")
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    header = ("model", *families)
+    lines = []
+    for task in tasks:
+        line = [task]
+        for family in families:
+            runs = [r for r in rows if r["family"] == family]
+            if runs[0]["task"] == task:
+                line.append("(own)")
+                continue
+            values = [r["specificity"].get(task) for r in runs]
+            values = [v for v in values if v is not None]
+            line.append(f"{np.mean(values):.2f}" if values else "-")
+        lines.append(tuple(line))
+    print_table(header, lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--only-folds", default=None, help="comma-separated fold numbers")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--json", help="write per-run rows here")
+    args = parser.parse_args(argv)
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        parser.error(f"unknown tasks {sorted(unknown)}; from {','.join(TASKS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.folds < 2:
+        parser.error("--folds takes 2 or more")
+    folds = [int(f) for f in args.only_folds.split(",")] if args.only_folds else range(args.folds)
+    families = [f for f in FAMILIES if f.task in tasks]
+    photos, extra_train = default_photos()
+
+    import torch
+
+    print(
+        f"{len(photos)} photos in {args.folds} folds (+{len(extra_train)} grayscale for "
+        f"training); tasks {', '.join(tasks)}; {args.max_seconds:.0f} s per model; torch "
+        f"{torch.__version__} on {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    rows, files = [], []
+    for fold in folds:
+        test_photos = [p for i, p in enumerate(photos) if i % args.folds == fold]
+        train = [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train
+        records = damaged_copies(test_photos, families)
+        baselines = baseline_values([r["filepath"] for r in records])
+        for r in records:
+            for task, value in baselines[r["filepath"]].items():
+                r[f"baseline_{task}"] = value
+        print(
+            f"fold {fold}: {len(train)} training photos, {len(test_photos)} test photos, "
+            f"{len(records)} files",
+            flush=True,
+        )
+        for seed in seeds:
+            scored, timings = score_fold(fold, seed, train, records, tasks, args)
+            files += [{"fold": fold, "seed": seed, **r} for r in scored]
+            for row in measure(scored, families, tasks):
+                rows.append(
+                    {"fold": fold, "seed": seed, "train_seconds": timings.get(row["task"]), **row}
+                )
+                print(
+                    f"  fold {fold} seed {seed} {row['family']}: Spearman "
+                    f"{_fmt(row['spearman'])} (baseline {_fmt(row['baseline_spearman'])}), "
+                    f"units {_fmt(row['units_error'], 2)}",
+                    flush=True,
+                )
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(
+                        {
+                            "folds": args.folds,
+                            "seeds": seeds,
+                            "tasks": tasks,
+                            "max_seconds": args.max_seconds,
+                            "rows": rows,
+                            "files": files,
+                        },
+                        f,
+                    )
+    print()
+    print_summary(rows, tasks)
+
+
+if __name__ == "__main__":
+    main()
