@@ -179,7 +179,7 @@ FAMILIES: tuple[Family, ...] = (
         (3, 5, 8, 12, 16, 24),
         0,
         motion_blur,
-        description="shake length px, random angle",
+        description="shake length px, one random direction per photo",
     ),
     Family(
         "gaussian noise",

@@ -29,7 +29,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -155,10 +157,10 @@ def family_points(records: list[dict], family: Family, column: str) -> tuple[lis
     values, truth = [], []
     for r in records:
         if r["family"] == family.name:
-            values.append(r[column])
+            values.append(r.get(column))
             truth.append(r["magnitude"])
         elif r["family"] is None:
-            values.append(r[column])
+            values.append(r.get(column))
             truth.append(family.identity)
     return [np.nan if v is None else v for v in values], truth
 
@@ -248,6 +250,14 @@ def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
         dataset.delete()
 
 
+def _compact(fold: int, seed: int, record: dict) -> dict:
+    """A scored file's record for the JSON: no path, values to 4 decimals."""
+    values = {
+        k: round(v, 4) if isinstance(v, float) else v for k, v in record.items() if k != "filepath"
+    }
+    return {"fold": fold, "seed": seed, **values}
+
+
 def _fmt(value, digits=3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -331,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     folds = [int(f) for f in args.only_folds.split(",")] if args.only_folds else range(args.folds)
     families = [f for f in FAMILIES if f.task in tasks]
     photos, extra_train = default_photos()
+    # the benchmark's models are throwaway: keep their weights out of the user's folder
+    models = tempfile.mkdtemp(prefix="sq-native-models-")
+    os.environ["SIAMESE_QUALITY_MODELS_DIR"] = models
 
     import torch
 
@@ -356,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for seed in seeds:
             scored, timings = score_fold(fold, seed, train, records, tasks, args)
-            files += [{"fold": fold, "seed": seed, **r} for r in scored]
+            files += [_compact(fold, seed, r) for r in scored]
             for row in measure(scored, families, tasks):
                 rows.append(
                     {"fold": fold, "seed": seed, "train_seconds": timings.get(row["task"]), **row}
@@ -380,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
                         },
                         f,
                     )
+    shutil.rmtree(models, ignore_errors=True)
     print()
     print_summary(rows, tasks)
 
