@@ -74,7 +74,8 @@ class Distortion:
         invariances: changes of an undistorted source that leave it undistorted
             for this task, used as training augmentation: ``"turns"`` (vertical
             flips, 90-degree turns), ``"channels"`` (colour channel order),
-            ``"tone"`` (gamma)
+            ``"tone"`` (gamma); and ``"noise"``, damage the model must not read as
+            its own (the same noise added to every copy after the distortion)
         training_defaults: :class:`~siamese_quality.training.TrainingConfig` values
             that suit this task (``backbone``, ``learning_rate``, ``patch_fraction``,
             ``working_resolution``, ``patch_count``, ``images_per_batch``)
@@ -557,6 +558,9 @@ register_distortion(
         # the sharpest parts tell the blur of a photo (focus, bokeh): a low quantile
         patch_quantile=0.1,
         min_patch_structure=FLAT_PATCH_STD,
+        # without it a noisy photo reads sharper (|Spearman| 0.37 against noise, 0.05
+        # with it: benchmarks/RESULTS.md)
+        invariances=frozenset({"turns", "channels", "tone", "noise"}),
         training_defaults=_LOCAL_DEFAULTS,
         description="Gaussian blur, round or elongated (camera shake); sigma along the "
         "longest axis, in pixels of the image as stored",

@@ -105,17 +105,30 @@ class Augmentation:
     channels: bool = False
     tone: bool = False
     gamma_range: tuple[float, float] = (0.7, 1.4)
+    # damage the model must not read as its own: noise added after the distortion, the
+    # same noise in each copy of a source (as a sensor adds it after the lens blurred),
+    # so that only the distortion tells the copies apart
+    noise: bool = False
+    noise_range: tuple[float, float] = (0.0, 10.0)
 
     @classmethod
     def for_distortion(cls, distortion: Distortion, **overrides) -> Augmentation:
         invariances = distortion.invariances
-        options = {
-            "turns": "turns" in invariances,
-            "channels": "channels" in invariances,
-            "tone": "tone" in invariances,
-        }
+        options = {name: name in invariances for name in ("turns", "channels", "tone", "noise")}
         options.update(overrides)
         return cls(**options)
+
+    def after(self, copies: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
+        """The distorted copies of one source with the nuisance damage that follows it."""
+        if not self.noise or rng.random() < 0.5:
+            return copies
+        sigma = float(rng.uniform(*self.noise_range))
+        seed = int(rng.integers(2**31))
+        noisy = []
+        for copy in copies:
+            noise = torch.randn(copy.shape, generator=torch.Generator().manual_seed(seed))
+            noisy.append((copy.float() + sigma * noise).round().clamp(0, 255).to(torch.uint8))
+        return noisy
 
     def source_short_side(self, view: WholeView) -> int:
         """The short side at which training images of a whole view are kept in memory."""
@@ -183,9 +196,13 @@ class SiamesePairDataset(torch.utils.data.Dataset):
         source = draw_source(source, self.view, rng)
         patch = self.augmentation(source, source_crop(self.view, self.patch_size), rng)
         first, second = stratified_magnitudes(self.distortion, 2, rng)
-        images = [
-            render(patch, self.distortion, m, self.view, self.patch_size) for m in (first, second)
-        ]
+        images = self.augmentation.after(
+            [
+                render(patch, self.distortion, m, self.view, self.patch_size)
+                for m in (first, second)
+            ],
+            rng,
+        )
         label = 1.0 if first > second else 0.0
         return images[0], images[1], torch.tensor(label), float(first), float(second)
 
@@ -256,7 +273,8 @@ class GroupedBatches:
             source = draw_source(self.sources[index], self.view, self.rng)
             patch = self.augmentation(source, crop, self.rng)
             drawn = stratified_magnitudes(self.distortion, self.magnitudes_per_image, self.rng)
-            images += render_many(patch, self.distortion, drawn, self.view, self.patch_size)
+            copies = render_many(patch, self.distortion, drawn, self.view, self.patch_size)
+            images += self.augmentation.after(copies, self.rng)
             magnitudes += [float(m) for m in drawn]
             groups += [group] * len(drawn)
         return GroupedBatch(

@@ -11,7 +11,7 @@ from siamese_quality.distortions import get_distortion
 from siamese_quality.evaluation import evaluate_model
 from siamese_quality.images import load_image
 from siamese_quality.model import QualityBranch, SiameseRanker, TonalReachNet
-from siamese_quality.pairs import GroupedBatches, SiamesePairDataset
+from siamese_quality.pairs import Augmentation, GroupedBatches, SiamesePairDataset
 from siamese_quality.pretext_model import ModelFileError, PretextModel
 from siamese_quality.training import TrainingConfig, ranking_loss, train_pretext_model
 from siamese_quality.views import PatchView, WholeView
@@ -259,6 +259,18 @@ def test_tonal_front_end_reads_the_contrast_factor_where_the_tones_reach_an_end(
     assert flattened[one_percent] / untouched[one_percent] == pytest.approx(factor, abs=0.02)
     clipped_black = 2 * len(TonalReachNet.TAILS)
     assert flattened[clipped_black] == 0 and boosted[clipped_black] > untouched[clipped_black]
+
+
+def test_noise_nuisance_gives_every_copy_of_a_source_the_same_noise():
+    """The copies differ only by the distortion, so the ranking cannot learn the noise."""
+    augmentation = Augmentation(noise=True)
+    copies = [torch.full((3, 32, 32), level, dtype=torch.uint8) for level in (60, 120)]
+    noisy = [augmentation.after(copies, np.random.default_rng(seed)) for seed in range(20)]
+    changed = [n for n in noisy if not torch.equal(n[0], copies[0])]
+    assert 0 < len(changed) < 20  # applied to about half of the sources
+    for first, second in changed:  # the same noise, up to rounding
+        assert ((first.int() - 60) - (second.int() - 120)).abs().max() <= 1
+    assert Augmentation(noise=False).after(copies, np.random.default_rng(0)) == copies
 
 
 def test_short_contrast_training_ranks_unseen_images_across_images(tmp_path):
