@@ -174,9 +174,12 @@ class ImageFile:
         return self._native
 
     def native_tensor(self) -> torch.Tensor:
-        """:meth:`native` as a uint8 tensor (3, H, W)."""
+        """:meth:`native` as a uint8 tensor (3, H, W): a channels-first *view* of the
+        decoded pixels, not contiguous. Only patches are copied out of it, and making a
+        whole photo contiguous took longer than decoding it."""
         if self._native_tensor is None:
-            self._native_tensor = to_tensor(self.native())
+            pixels = np.array(self.native(), dtype=np.uint8)
+            self._native_tensor = torch.from_numpy(pixels).permute(2, 0, 1)
         return self._native_tensor
 
     def reduced(self) -> Image.Image:

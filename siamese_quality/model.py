@@ -8,10 +8,12 @@ image in one forward pass) for the same loss; scoring runs one branch.
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 BACKBONES = ("small_cnn", "orientation", "tonal", "resnet18", "mobilenet_v3_small")
 DEFAULT_BACKBONE = "small_cnn"
@@ -56,8 +58,16 @@ class SmallCNN(nn.Module):
         self.out_features = 16 * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x).flatten(2)
-        mean, std = f.mean(dim=2), f.std(dim=2)
+        f = self.features(x)
+        if self.training:
+            mean, std = f.flatten(2).mean(dim=2), f.flatten(2).std(dim=2)
+        else:
+            # the same values by a two-pass sum over (N, H * W, C), along channels-last
+            # memory: ~6x faster than torch.std, which took a seventh of scoring time
+            f = f.permute(0, 2, 3, 1).flatten(1, 2)
+            centre = f.mean(dim=1, keepdim=True)
+            mean = centre.squeeze(1)
+            std = ((f - centre).square().sum(dim=1) / (f.shape[1] - 1)).sqrt()
         # eps 1e-2: larger than typical for log pooling; with 1e-3 sparse features
         # gave huge gradients and training stalled on JPEG
         return torch.cat([mean, std, torch.log(mean + 1e-2), torch.log(std + 1e-2)], dim=1)
@@ -276,17 +286,24 @@ class QualityBranch(nn.Module):
     @torch.inference_mode()
     def score(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Scores uint8 images (N, 3, H, W) in eval mode; returns a float tensor (N,)."""
-        was_training = self.training
-        self.eval()
-        try:
-            device = next(self.parameters()).device
-            chunks = [
-                self(images[i : i + batch_size].to(device)).float().cpu()
-                for i in range(0, len(images), batch_size)
-            ]
-            return torch.cat(chunks) if chunks else torch.empty(0)
-        finally:
-            self.train(was_training)
+        branch = self.for_inference()
+        device = next(branch.parameters()).device
+        chunks = [
+            branch(images[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(chunks) if chunks else torch.empty(0)
+
+    def for_inference(self) -> QualityBranch:
+        """An eval-mode copy with each batch norm folded into its convolution: the same
+        scores (to float rounding) for about a fifth less CPU. Every scoring path goes
+        through it, so training's checkpoint choice and calibration see what scoring does."""
+        branch = copy.deepcopy(self).eval()
+        for block in getattr(branch.encoder, "features", ()):
+            if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
+                block[0] = fuse_conv_bn_eval(block[0], block[1])
+                block[1] = nn.Identity()
+        return branch
 
 
 class SiameseRanker(nn.Module):

@@ -261,6 +261,20 @@ def test_tonal_front_end_reads_the_contrast_factor_where_the_tones_reach_an_end(
     assert flattened[clipped_black] == 0 and boosted[clipped_black] > untouched[clipped_black]
 
 
+def test_scoring_folds_batch_norm_into_the_convolutions_without_changing_scores():
+    torch.manual_seed(0)
+    branch = QualityBranch("small_cnn")
+    branch(torch.randint(0, 256, (32, 3, 64, 64), dtype=torch.uint8))  # running statistics
+    images = torch.randint(0, 256, (40, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = branch.eval()(images)
+    branch.train()
+    fused = branch.for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert torch.allclose(branch.score(images, 16), expected, atol=1e-4)
+    assert branch.training  # scoring leaves the branch as it found it
+
+
 def test_noise_nuisance_gives_every_copy_of_a_source_the_same_noise():
     """The copies differ only by the distortion, so the ranking cannot learn the noise."""
     augmentation = Augmentation(noise=True)
