@@ -33,6 +33,9 @@ import time
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from tables import print_table  # noqa: E402
+
 CACHE = os.path.join(HERE, ".cache")
 CLEANVISION_VENV = os.path.join(HERE, ".venv-cleanvision")
 TASKS = ("blur", "noise", "jpeg")
@@ -276,24 +279,38 @@ def main(argv: list[str] | None = None) -> None:
         "scaling": scaling,
     }
     print()
-    print("measure             | images/s | ratio")
-    print(f"floor (decode+patches)| {floor:7.1f} |")
-    print(
-        f"ours (3 models, SDK) | {ours['images_per_s']:8.1f} | "
-        f"{results['ours_over_floor']:.2f} x floor"
-    )
+    lines = [
+        ("floor (decode + patches)", f"{floor:.1f}", ""),
+        (
+            "ours (3 models, SDK)",
+            f"{ours['images_per_s']:.1f}",
+            f"{results['ours_over_floor']:.2f} x floor",
+        ),
+    ]
     if cleanvision:
-        print(
-            f"CleanVision (3 checks)| {cleanvision['images_per_s']:7.1f} | ours = "
-            f"{results['ours_over_cleanvision']:.2f} x CleanVision"
-        )
-    if scaling:
-        print("\nn      | s per 1k | images/s | peak RSS (MB) | worker peak RSS (MB)")
-        for row in scaling:
-            print(
-                f"{row['n']:6d} | {row['seconds_per_1000']:8.1f} | {row['images_per_s']:8.1f}"
-                f" | {row['peak_rss_mb']:13.0f} | {row['peak_worker_rss_mb']:.0f}"
+        lines.append(
+            (
+                "CleanVision (3 checks)",
+                f"{cleanvision['images_per_s']:.1f}",
+                f"ours = {results['ours_over_cleanvision']:.2f} x CleanVision",
             )
+        )
+    print_table(("measure", "images/s", "ratio"), lines)
+    if scaling:
+        print()
+        print_table(
+            ("n", "s per 1k", "images/s", "peak RSS (MB)", "worker peak RSS (MB)"),
+            [
+                (
+                    row["n"],
+                    f"{row['seconds_per_1000']:.1f}",
+                    f"{row['images_per_s']:.1f}",
+                    f"{row['peak_rss_mb']:.0f}",
+                    f"{row['peak_worker_rss_mb']:.0f}",
+                )
+                for row in scaling
+            ],
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
