@@ -60,7 +60,8 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
         if self.training:
-            mean, std = f.flatten(2).mean(dim=2), f.flatten(2).std(dim=2)
+            flat = f.flatten(2)
+            mean, std = flat.mean(dim=2), flat.std(dim=2)
         else:
             # the same values by a two-pass sum over (N, H * W, C), along channels-last
             # memory: ~6x faster than torch.std, which took a seventh of scoring time

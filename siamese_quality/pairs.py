@@ -123,12 +123,9 @@ class Augmentation:
         if not self.noise or rng.random() < 0.5:
             return copies
         sigma = float(rng.uniform(*self.noise_range))
-        seed = int(rng.integers(2**31))
-        noisy = []
-        for copy in copies:
-            noise = torch.randn(copy.shape, generator=torch.Generator().manual_seed(seed))
-            noisy.append((copy.float() + sigma * noise).round().clamp(0, 255).to(torch.uint8))
-        return noisy
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        noise = sigma * torch.randn(copies[0].shape, generator=generator)
+        return [(c.float() + noise).round().clamp(0, 255).to(torch.uint8) for c in copies]
 
     def source_short_side(self, view: WholeView) -> int:
         """The short side at which training images of a whole view are kept in memory."""
