@@ -176,18 +176,19 @@ def units_error(records: list[dict], family: Family) -> float | None:
 
 
 def measure(records: list[dict], families: list[Family], tasks: list[str]) -> list[dict]:
+    """One row per family: its own model's Spearman (when that model was trained) and
+    every trained model's |Spearman| against its damage (specificity)."""
     rows = []
     for family in families:
-        if family.task not in tasks:
-            continue
-        values, truth = family_points(records, family, family.task)
-        base, _ = family_points(records, family, f"baseline_{family.task}")
+        own = family.task in tasks
+        values, truth = family_points(records, family, family.task) if own else ([], [])
+        base, _ = family_points(records, family, f"baseline_{family.task}") if own else ([], [])
         row = {
             "family": family.name,
             "task": family.task,
-            "spearman": _spearman(values, truth),
-            "baseline_spearman": _spearman(base, truth),
-            "units_error": units_error(records, family) if family.units else None,
+            "spearman": _spearman(values, truth) if own else None,
+            "baseline_spearman": _spearman(base, truth) if own else None,
+            "units_error": units_error(records, family) if own and family.units else None,
             "specificity": {},
         }
         for other in tasks:
@@ -224,6 +225,7 @@ def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
                 max_seconds=args.max_seconds,
                 seed=seed,
                 progress=False,
+                **args.train_options.get(task, {}),
             )
             timings[task] = time.monotonic() - started
             print(
@@ -295,7 +297,7 @@ def print_summary(rows: list[dict], tasks: list[str]) -> None:
                 runs[0]["task"],
                 f"{np.mean(rho):.3f} ({min(rho):.3f}-{max(rho):.3f})" if rho else "-",
                 f"{np.mean(base):.3f}" if base else "-",
-                f"{beats} of {len(runs)}",
+                f"{beats} of {len(runs)}" if rho else "-",
                 f"{np.mean(units):.2f}" if units else "-",
                 f"{worst[0]} {worst[1]:.2f}" if worst else "-",
             )
@@ -319,6 +321,23 @@ def print_summary(rows: list[dict], tasks: list[str]) -> None:
     print_table(header, lines)
 
 
+def parse_train_options(parser, items: list[str]) -> dict[str, dict]:
+    """``["pixelation.backbone=small_cnn"]`` -> ``{"pixelation": {"backbone": "small_cnn"}}``;
+    values that read as JSON (numbers, true/false) are converted."""
+    options: dict[str, dict] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        task, dot, option = name.partition(".")
+        if not sep or not dot or task not in TASKS:
+            parser.error(f"--train-option {item!r}: expected TASK.NAME=VALUE with TASK in {TASKS}")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        options.setdefault(task, {})[option] = value
+    return options
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -328,8 +347,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only-folds", default=None, help="comma-separated fold numbers")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--damage",
+        choices=("tasks", "all"),
+        default="tasks",
+        help="damage only the families of --tasks, or every family (specificity of fewer models)",
+    )
+    parser.add_argument(
+        "--train-option",
+        action="append",
+        default=[],
+        metavar="TASK.NAME=VALUE",
+        help="a training option for one task, e.g. pixelation.backbone=small_cnn (repeatable)",
+    )
     parser.add_argument("--json", help="write per-run rows here")
     args = parser.parse_args(argv)
+    args.train_options = parse_train_options(parser, args.train_option)
 
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = set(tasks) - set(TASKS)
@@ -339,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.folds < 2:
         parser.error("--folds takes 2 or more")
     folds = [int(f) for f in args.only_folds.split(",")] if args.only_folds else range(args.folds)
-    families = [f for f in FAMILIES if f.task in tasks]
+    families = [f for f in FAMILIES if args.damage == "all" or f.task in tasks]
     photos, extra_train = default_photos()
     # the benchmark's models are throwaway: keep their weights out of the user's folder
     models = tempfile.mkdtemp(prefix="sq-native-models-")
