@@ -76,6 +76,9 @@ class Distortion:
             flips, 90-degree turns), ``"channels"`` (colour channel order),
             ``"tone"`` (gamma); and ``"noise"``, damage the model must not read as
             its own (the same noise added to every copy after the distortion)
+        spacing: how training and calibration magnitudes spread over the range:
+            ``"linear"``, or ``"log"`` (equal ratios; ``low`` must be positive) where a
+            step from 1.5 to 2 matters as much as one from 6 to 8
         training_defaults: :class:`~siamese_quality.training.TrainingConfig` values
             that suit this task (``backbone``, ``learning_rate``, ``patch_fraction``,
             ``working_resolution``, ``patch_count``, ``images_per_batch``)
@@ -98,10 +101,33 @@ class Distortion:
     supersample: int = 1
     input_crop: float = 1.0
     invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
+    spacing: str = "linear"
     # local evidence: half-size crops train ~4x more examples per second
     training_defaults: Mapping[str, object] = field(
         default_factory=lambda: {"backbone": "small_cnn", "patch_fraction": 0.5}
     )
+
+    def __post_init__(self):
+        if self.spacing not in ("linear", "log"):
+            raise ValueError(f"spacing must be 'linear' or 'log', got {self.spacing!r}")
+        if self.spacing == "log" and not self.low > 0:
+            raise ValueError(f"{self.name}: log spacing needs a positive low end")
+
+    def spread(self, fractions: np.ndarray) -> np.ndarray:
+        """Positions in [0, 1] along the range -> magnitudes, by the distortion's spacing."""
+        fractions = np.asarray(fractions, dtype=float)
+        if self.spacing == "log":
+            return self.low * (self.high / self.low) ** fractions
+        return self.low + (self.high - self.low) * fractions
+
+    def position(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        """Magnitudes -> positions in [0, 1] along the range (the inverse of :meth:`spread`)."""
+        magnitudes = magnitudes.double()
+        if self.spacing == "log":
+            return torch.log(magnitudes.clamp(min=self.low) / self.low) / math.log(
+                self.high / self.low
+            )
+        return (magnitudes - self.low) / (self.high - self.low)
 
     def severity(self, magnitude: float) -> float:
         """How far ``magnitude`` is from the undistorted image, >= 0, in the unit."""
@@ -125,6 +151,7 @@ class Distortion:
             "min_patch_structure": self.min_patch_structure,
             "supersample": self.supersample,
             "input_crop": self.input_crop,
+            "spacing": self.spacing,
         }
 
 

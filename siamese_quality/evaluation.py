@@ -24,8 +24,8 @@ PUBLISHED_CORRELATIONS = {"blur": 0.955, "brightness": 0.775, "rotation": 0.37}
 
 
 def magnitude_grid(distortion: Distortion, count: int = 9) -> np.ndarray:
-    """``count`` evenly spaced magnitudes covering the distortion's range."""
-    return np.linspace(distortion.low, distortion.high, count)
+    """``count`` magnitudes covering the distortion's range, evenly by its spacing."""
+    return distortion.spread(np.linspace(0.0, 1.0, count))
 
 
 @dataclass

@@ -76,10 +76,10 @@ def source_crop(view: View, patch_size: int) -> int:
 def stratified_magnitudes(
     distortion: Distortion, count: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``count`` magnitudes spread over the range: one uniform draw per equal slice."""
-    edges = np.linspace(distortion.low, distortion.high, count + 1)
-    values = rng.uniform(edges[:-1], edges[1:])
-    return rng.permutation(values)
+    """``count`` magnitudes spread over the range: one uniform draw per equal slice (of
+    the distortion's spacing: linear, or log for equal ratios)."""
+    edges = np.linspace(0.0, 1.0, count + 1)
+    return rng.permutation(distortion.spread(rng.uniform(edges[:-1], edges[1:])))
 
 
 @dataclass

@@ -69,7 +69,7 @@ class TrainingConfig:
     learning_rate: float | None = None  # None: the task's default
     weight_decay: float = 1e-4
     cross_image_weight: float = 0.5
-    cross_image_min_gap: float = 0.15  # fraction of the magnitude range
+    cross_image_min_gap: float = 0.15  # fraction of the magnitude range (by its spacing)
     checkpoint_fraction: float = 0.1  # images that choose the checkpoint (1 to 8)
     held_out_fraction: float = 0.25  # images that calibrate and report (2 to 24)
     max_images: int = 500  # a random subset of larger collections is used
@@ -286,7 +286,7 @@ class _Run:
     stop_reason: str = "max_steps"
 
 
-def _step(run: _Run, optimizer: torch.optim.Optimizer, min_gap: float) -> float:
+def _step(run: _Run, optimizer: torch.optim.Optimizer) -> float:
     """One optimisation step on a grouped batch, cosine learning-rate decay over the budget."""
     config = run.config
     done = _budget_used(config, run.step, run.max_steps, run.started)
@@ -296,12 +296,15 @@ def _step(run: _Run, optimizer: torch.optim.Optimizer, min_gap: float) -> float:
     run.epoch = batch.epoch
     run.branch.train()
     scores = run.branch(batch.images.to(run.device))
+    # positions along the range (by the distortion's spacing): the same order, and the
+    # cross-image gap is a fraction of the range as the spacing measures it
+    positions = get_distortion(config.task).position(batch.magnitudes).float()
     loss = ranking_loss(
         scores,
-        batch.magnitudes.to(run.device),
+        positions.to(run.device),
         batch.groups.to(run.device),
         config.cross_image_weight,
-        min_gap,
+        config.cross_image_min_gap,
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -329,8 +332,6 @@ def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], N
     optimizer = torch.optim.AdamW(
         run.branch.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    distortion = get_distortion(config.task)
-    min_gap = config.cross_image_min_gap * (distortion.high - distortion.low)
     run.best = {"spearman": -math.inf, "step": 0, "state": copy.deepcopy(run.branch.state_dict())}
     stale, losses = 0, []
     while True:
@@ -342,7 +343,7 @@ def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], N
         if config.max_seconds is not None and time.monotonic() - run.started >= config.max_seconds:
             run.stop_reason = "max_seconds"
             return
-        losses.append(_step(run, optimizer, min_gap))
+        losses.append(_step(run, optimizer))
         if run.step % config.validation_every:
             continue
         record = _check(run, losses)
