@@ -698,7 +698,11 @@ register_distortion(
         local=True,
         patch_quantile=0.5,
         min_patch_structure=FLAT_PATCH_STD,
-        training_defaults=_LOCAL_DEFAULTS,
+        # a learned reader of how often neighbours are equal (model.PixelGridNet)
+        training_defaults={**_LOCAL_DEFAULTS, "backbone": "pixel_grid"},
+        # blocks of 1.5 and 2 px differ as much as 6 and 8: linear spacing left the
+        # small blocks almost unranked (read as no pixelation)
+        spacing="log",
         description="Downscale by the block size and upscale with nearest neighbour; "
         "block size in pixels of the image as stored",
     )

@@ -15,16 +15,23 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-BACKBONES = ("small_cnn", "orientation", "tonal", "resnet18", "mobilenet_v3_small")
+BACKBONES = (
+    "small_cnn",
+    "pixel_grid",
+    "orientation",
+    "tonal",
+    "resnet18",
+    "mobilenet_v3_small",
+)
 DEFAULT_BACKBONE = "small_cnn"
 
 # Fixed normalisation (no per-image statistics): absolute brightness must stay visible
 _SMALL_CNN_MEAN, _SMALL_CNN_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# The tonal front end reads raw 0-255 levels
+# The tonal and pixel-grid front ends read raw 0-255 levels
 _RAW_MEAN, _RAW_STD = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)
 # Encoders with no convolutions gain nothing from channels-last memory
-_NO_CONVOLUTIONS = ("orientation", "tonal")
+_NO_CONVOLUTIONS = ("orientation", "tonal", "pixel_grid")
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -72,6 +79,59 @@ class SmallCNN(nn.Module):
         # eps 1e-2: larger than typical for log pooling; with 1e-3 sparse features
         # gave huge gradients and training stalled on JPEG
         return torch.cat([mean, std, torch.log(mean + 1e-2), torch.log(std + 1e-2)], dim=1)
+
+
+class PixelGridNet(nn.Module):
+    """Pixelation scorer's front end: how often neighbours are equal, beyond the photo's own.
+
+    Nearest-neighbour upscaling repeats each pixel ``b`` times, so in a pixelated patch
+    pixels ``k`` apart are equal with probability about ``1 - k / b``, and the block
+    borders sit in the same columns in every row. A photo's own flat regions make
+    pixels equal at every distance alike. The front end gives, for two tolerances (0.5
+    and 2.5 levels, largest channel difference), the share of equal pairs at lags 1, 2,
+    3, 4, 6 and 8 minus the share at lag 12 (the photo's own), that lag-12 share, and
+    how unevenly lag-1 equality falls over columns and rows (block borders). The head
+    learns the block size from them. A CNN trained from scratch on 30 photos reads
+    blocks of 1.5-2 px as none (benchmarks/RESULTS.md).
+    """
+
+    LAGS = (1, 2, 3, 4, 6, 8)
+    FAR_LAG = 12
+    TOLERANCES = (0.5, 2.5)  # levels on 0-255
+
+    def __init__(self):
+        super().__init__()
+        self.out_features = len(self.TOLERANCES) * (len(self.LAGS) + 2)
+
+    @staticmethod
+    def _differences(levels: torch.Tensor, lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+        across = (levels[..., lag:] - levels[..., :-lag]).abs().amax(dim=1)
+        down = (levels[..., lag:, :] - levels[..., :-lag, :]).abs().amax(dim=1)
+        return across, down
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) levels 0-255 -> (N, 16) features."""
+        lags = (*self.LAGS, self.FAR_LAG)
+        differences = {lag: self._differences(x, lag) for lag in lags}
+        features = []
+        for tolerance in self.TOLERANCES:
+            shares = {
+                lag: (
+                    (across <= tolerance).float().mean((1, 2))
+                    + (down <= tolerance).float().mean((1, 2))
+                )
+                / 2
+                for lag, (across, down) in differences.items()
+            }
+            far = shares[self.FAR_LAG]
+            features += [shares[lag] - far for lag in self.LAGS] + [far]
+            across, down = differences[1]
+            # share of equal pairs per column (per row): high and low in turn at block borders
+            columns = (across <= tolerance).float().mean(1).std(1)
+            rows = (down <= tolerance).float().mean(2).std(1)
+            features.append((columns + rows) / 2)
+        return torch.stack(features, dim=1)
 
 
 class OrientationHistogramNet(nn.Module):
@@ -204,6 +264,7 @@ def _load_state_dict_file(path: str) -> dict:
 
 _FROM_SCRATCH = {
     "small_cnn": SmallCNN,
+    "pixel_grid": PixelGridNet,
     "orientation": OrientationHistogramNet,
     "tonal": TonalReachNet,
 }
@@ -265,7 +326,7 @@ class QualityBranch(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
             )
-        if backbone == "tonal":
+        if backbone in ("tonal", "pixel_grid"):
             mean, std = _RAW_MEAN, _RAW_STD
         elif backbone in _FROM_SCRATCH:
             mean, std = _SMALL_CNN_MEAN, _SMALL_CNN_STD

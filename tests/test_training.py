@@ -1,5 +1,7 @@
 """Pair generation, the ranking loss, training, persistence and backbones, with real torch."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -8,10 +10,15 @@ import torch
 from conftest import dead_leaves_image, write_dead_leaves_images
 
 from siamese_quality.distortions import get_distortion
-from siamese_quality.evaluation import evaluate_model
+from siamese_quality.evaluation import evaluate_model, magnitude_grid
 from siamese_quality.images import load_image
-from siamese_quality.model import QualityBranch, SiameseRanker, TonalReachNet
-from siamese_quality.pairs import Augmentation, GroupedBatches, SiamesePairDataset
+from siamese_quality.model import PixelGridNet, QualityBranch, SiameseRanker, TonalReachNet
+from siamese_quality.pairs import (
+    Augmentation,
+    GroupedBatches,
+    SiamesePairDataset,
+    stratified_magnitudes,
+)
 from siamese_quality.pretext_model import ModelFileError, PretextModel
 from siamese_quality.training import TrainingConfig, ranking_loss, train_pretext_model
 from siamese_quality.views import PatchView, WholeView
@@ -68,6 +75,47 @@ def test_grouped_batches_hold_k_spread_magnitudes_of_each_image():
         order = np.argsort(batch.magnitudes[members].numpy())
         means = batch.images[members].amax(1).float().mean((1, 2)).numpy()[order]
         assert np.all(np.diff(means) > 0)
+
+
+def test_pixelation_draws_and_calibrates_its_block_sizes_by_equal_ratios():
+    """Blocks of 1.5 and 2 px get as many training copies as blocks of 6 and 8."""
+    pixelation = get_distortion("pixelation")
+    grid = magnitude_grid(pixelation, 9)
+    assert grid[0] == pixelation.low and grid[-1] == pytest.approx(pixelation.high)
+    assert np.allclose(grid[1:] / grid[:-1], grid[1] / grid[0])  # equal ratios
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([stratified_magnitudes(pixelation, 6, rng) for _ in range(200)])
+    assert np.mean(drawn < 2.15) == pytest.approx(1 / 3, abs=0.01)  # 10 ** (1 / 3) = 2.15
+    positions = pixelation.position(torch.from_numpy(drawn)).numpy()
+    assert np.allclose(pixelation.spread(positions), drawn)
+    # linear spacing stays as it was for the others: a third of blur's draws below 8 / 3
+    blur = get_distortion("blur")
+    drawn = np.concatenate([stratified_magnitudes(blur, 6, rng) for _ in range(200)])
+    assert np.mean(drawn < 8 / 3) == pytest.approx(1 / 3, abs=0.01)
+    with pytest.raises(ValueError, match="positive low end"):
+        dataclasses.replace(blur, spacing="log")
+
+
+def test_pixel_grid_front_end_sees_small_blocks_and_ignores_quarter_turns():
+    """The pixelation branch's fixed features, on a real photo pixelated by OpenCV."""
+    photo = np.ascontiguousarray(skimage.data.chelsea()[100:228, 100:228])
+    branch = QualityBranch("pixel_grid")
+
+    def features(pixels: np.ndarray) -> torch.Tensor:  # as the branch normalises them
+        image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+        return branch.encoder((image.float() - branch.mean) / branch.std)[0]
+
+    def pixelated(block: float) -> np.ndarray:
+        small = cv2.resize(photo, None, fx=1 / block, fy=1 / block, interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (128, 128), interpolation=cv2.INTER_NEAREST)
+
+    lag_1 = PixelGridNet.LAGS.index(1)  # equal neighbours beyond the photo's own share
+    untouched = features(photo)
+    shares = [float(features(pixelated(b))[lag_1]) for b in (1.5, 2, 4)]
+    assert shares[0] - float(untouched[lag_1]) > 0.25
+    assert shares[0] < shares[1] < shares[2]
+    turned = np.rot90(pixelated(1.5)).copy()
+    assert torch.allclose(features(turned), features(pixelated(1.5)), atol=1e-6)
 
 
 def test_ranking_loss_rewards_the_right_order_and_ignores_cross_pairs_at_weight_zero():
