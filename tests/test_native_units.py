@@ -85,7 +85,9 @@ def test_a_photo_blurred_by_3_px_at_its_own_resolution_reads_3_px(photos_dataset
 
 
 def test_a_jpeg_saved_at_quality_10_reads_quality_10(photos_dataset):
-    quality = _train_and_read(photos_dataset, "jpeg")
+    # 600 steps: at 300, quality 10 read 14-18 on an AVX-512 machine (seeds 0-1) where
+    # earlier machines read under 15; at 600 it reads 11-12
+    quality = _train_and_read(photos_dataset, "jpeg", steps=600)
     assert quality["jpeg_10"] == pytest.approx(10, abs=5), quality
     assert quality["jpeg_10"] < quality["jpeg_30"] < quality["jpeg_90"], quality
 
