@@ -334,6 +334,7 @@ class QualityBranch(nn.Module):
             mean, std = _IMAGENET_MEAN, _IMAGENET_STD
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+        self.folded = False  # True for the copy for_inference makes
         # oneDNN's convolutions run about twice as fast on NHWC tensors on a CPU
         self.channels_last = backbone not in _NO_CONVOLUTIONS
         if self.channels_last:
@@ -360,11 +361,14 @@ class QualityBranch(nn.Module):
         """An eval-mode copy with each batch norm folded into its convolution: the same
         scores (to float rounding) for about a fifth less CPU. Every scoring path goes
         through it, so training's checkpoint choice and calibration see what scoring does."""
+        if self.folded and not self.training:
+            return self  # already such a copy: scoring a dataset copies the branch once
         branch = copy.deepcopy(self).eval()
         for block in getattr(branch.encoder, "features", ()):
             if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
                 block[0] = fuse_conv_bn_eval(block[0], block[1])
                 block[1] = nn.Identity()
+        branch.folded = True
         return branch
 
 

@@ -73,6 +73,7 @@ class PretextModel:
         self.calibration = calibration
         self.training = training or {}
         self.evaluation = evaluation or {}
+        self._scoring_branch: QualityBranch | None = None
 
     @property
     def task(self) -> str:
@@ -103,7 +104,9 @@ class PretextModel:
     def patch_scores(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Branch scores of every patch of prepared images: (N, count)."""
         n, count = images.shape[:2]
-        flat = self.branch.score(images.flatten(0, 1), batch_size)
+        if self._scoring_branch is None:  # the weights of a loaded model do not change
+            self._scoring_branch = self.branch.for_inference()
+        flat = self._scoring_branch.score(images.flatten(0, 1), batch_size)
         return flat.view(n, count).numpy().astype(np.float64)
 
     def calibrated(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -48,15 +48,46 @@ class _ImageFiles(torch.utils.data.Dataset):
         try:
             prepared = {view: view.prepare(image) for view in self.views}
             grids = {view: view.grid_of(image) for view in self.views if view.kind == "patches"}
-            return index, (prepared, grids), None
+            # per image, beside the decoding: a batch at once would hold a float copy of
+            # every patch in the worker (50 MB at 64 images)
+            structures = {
+                view: patch_structure(pixels[None])[0] for view, pixels in prepared.items()
+            }
+            return index, (prepared, grids, structures), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}
         except Exception as e:  # anything else a broken file can raise in a decoder
             return index, None, {"kind": "corrupt", "message": f"{self.paths[index]}: {e}"}
 
 
-def _collate(items):
-    return items  # variable content (failures): batching happens in iter_model_scores
+@dataclass
+class _LoadedBatch:
+    """A batch as the loader hands it over: each view's images stacked, with their
+    patches' structure (in the loader's workers, beside the decoding)."""
+
+    indices: list[int]  # of the readable files
+    images: dict[View, torch.Tensor]  # view -> uint8 (n, count, 3, r, r)
+    structures: dict[View, torch.Tensor]  # view -> (n, count), see views.patch_structure
+    grids: list[dict[View, tuple[int, int]]]  # per readable file: patch views' grids
+    failures: list[dict]  # {"index", "kind", "message"}
+
+    def __len__(self) -> int:
+        return len(self.indices) + len(self.failures)
+
+
+def _collate(items) -> _LoadedBatch:
+    # default_collate stacks straight into shared memory in a loader worker: a stacked
+    # copy on the worker's heap first made its RSS grow with the number of batches
+    stack = torch.utils.data.default_collate
+    ok = [item for _, item, failure in items if failure is None]
+    views = list(ok[0][0]) if ok else []
+    return _LoadedBatch(
+        indices=[index for index, _, failure in items if failure is None],
+        images={view: stack([prepared[view] for prepared, _, _ in ok]) for view in views},
+        structures={view: stack([s[view] for _, _, s in ok]) for view in views},
+        grids=[grids for _, grids, _ in ok],
+        failures=[{"index": index, **failure} for index, _, failure in items if failure],
+    )
 
 
 def default_num_workers(count: int) -> int:
@@ -94,22 +125,18 @@ def iter_model_scores(
     if workers:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     try:
-        for items in loader:
-            ok = [(index, item) for index, item, failure in items if failure is None]
-            failures = [{"index": index, **failure} for index, _, failure in items if failure]
+        for batch in loader:
             raw, calibrated, patches = {}, {}, {}
-            if ok:
-                for name, model in models.items():
-                    images = torch.stack([prepared[model.view] for _, (prepared, _) in ok])
-                    scores = model.patch_scores(images)
-                    structure = patch_structure(images)
-                    raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
-                    calibrated[name] = model.calibrated(raw[name])
-                    if model.view.kind == "patches":
-                        patches[name] = [
-                            row.reshape(grids[model.view])
-                            for row, (_, (_, grids)) in zip(scores, ok, strict=True)
-                        ]
-            yield ScoredBatch([index for index, _ in ok], raw, calibrated, patches, failures)
+            for name, model in models.items() if batch.indices else ():
+                scores = model.patch_scores(batch.images[model.view])
+                structure = batch.structures[model.view]
+                raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
+                calibrated[name] = model.calibrated(raw[name])
+                if model.view.kind == "patches":
+                    patches[name] = [
+                        row.reshape(grids[model.view])
+                        for row, grids in zip(scores, batch.grids, strict=True)
+                    ]
+            yield ScoredBatch(batch.indices, raw, calibrated, patches, batch.failures)
     finally:
         torch.set_num_threads(threads)

@@ -324,6 +324,7 @@ def test_scoring_folds_batch_norm_into_the_convolutions_without_changing_scores(
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert torch.allclose(branch.score(images, 16), expected, atol=1e-4)
     assert branch.training  # scoring leaves the branch as it found it
+    assert fused.for_inference() is fused  # a dataset's scoring folds the branch once
 
 
 def test_noise_nuisance_gives_every_copy_of_a_source_the_same_noise():
