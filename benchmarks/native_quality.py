@@ -180,17 +180,20 @@ def measure(records: list[dict], families: list[Family], tasks: list[str]) -> li
     every trained model's |Spearman| against its damage (specificity)."""
     rows = []
     for family in families:
-        own = family.task in tasks
-        values, truth = family_points(records, family, family.task) if own else ([], [])
-        base, _ = family_points(records, family, f"baseline_{family.task}") if own else ([], [])
         row = {
             "family": family.name,
             "task": family.task,
-            "spearman": _spearman(values, truth) if own else None,
-            "baseline_spearman": _spearman(base, truth) if own else None,
-            "units_error": units_error(records, family) if own and family.units else None,
+            "spearman": None,
+            "baseline_spearman": None,
+            "units_error": None,
             "specificity": {},
         }
+        if family.task in tasks:
+            values, truth = family_points(records, family, family.task)
+            base, _ = family_points(records, family, f"baseline_{family.task}")
+            row["spearman"] = _spearman(values, truth)
+            row["baseline_spearman"] = _spearman(base, truth)
+            row["units_error"] = units_error(records, family) if family.units else None
         for other in tasks:
             if other != family.task:
                 v, t = family_points(records, family, other)

@@ -298,7 +298,7 @@ def _step(run: _Run, optimizer: torch.optim.Optimizer) -> float:
     scores = run.branch(batch.images.to(run.device))
     # positions along the range (by the distortion's spacing): the same order, and the
     # cross-image gap is a fraction of the range as the spacing measures it
-    positions = get_distortion(config.task).position(batch.magnitudes).float()
+    positions = run.batches.distortion.position(batch.magnitudes).float()
     loss = ranking_loss(
         scores,
         positions.to(run.device),
