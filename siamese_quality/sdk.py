@@ -226,8 +226,9 @@ def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
         "": f"{model.task} in {model.unit}, {describe(model.view)}; siamese_quality model '{key}'",
         "_raw": f"raw branch score of siamese_quality model '{key}' (larger: larger "
         f"{model.task} magnitude)",
-        "_fingerprint": "size and modification time of the image file when siamese_quality "
-        f"model '{key}' scored it (finds files changed since)",
+        "_fingerprint": "size and modification time of the image file, and the sha256 of "
+        f"the weights, when siamese_quality model '{key}' scored it (finds files changed "
+        "since, and values written by another model)",
         "_patches": f"{model.task} in {model.unit} of each patch, rows of the grid over the "
         f"image (top to bottom, left to right); siamese_quality model '{key}'",
     }
@@ -243,13 +244,22 @@ _FIELD_TYPES = {
 }
 
 
-def file_fingerprint(path: str) -> str | None:
-    """``"size:mtime_ns"`` of a file, or None if it cannot be read."""
+def file_fingerprint(path: str, model_sha256: str) -> str | None:
+    """``"size:mtime_ns:model"`` of a file scored by the model whose weights have
+    ``model_sha256`` (its first 16 hex digits), or None if the file cannot be read.
+
+    A value counts as unchanged only if both the file and the model are the ones that
+    wrote it: a retrained or re-imported model rescores everything.
+    """
     try:
         stat = os.stat(path)
     except OSError:
         return None
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{model_sha256[:16]}"
+
+
+def _model_sha256(samples: Samples, key: str) -> str:
+    return runs.run_config(samples, key)["weights_sha256"]
 
 
 @dataclass
@@ -264,6 +274,7 @@ class ScoringPlan:
     chunk_size: int
     skip_unchanged: bool = False
     job: str | None = None  # shards of one sharded job share it (and their field locks)
+    overwrite: bool = False  # may write fields that it did not create
 
     def targets(self) -> list[str]:
         return [
@@ -338,7 +349,7 @@ def plan_scoring(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     models = {k: load_model(samples, k) for k in fields}
     return ScoringPlan(
-        samples, models, fields, batch_size, num_workers, chunk_size, skip_unchanged, job
+        samples, models, fields, batch_size, num_workers, chunk_size, skip_unchanged, job, overwrite
     )
 
 
@@ -368,10 +379,13 @@ def prepare_fields(plan: ScoringPlan) -> None:
             runs.update_config(dataset, key, fields=[*recorded, *new])
 
 
-def _samples_to_score(plan: ScoringPlan) -> tuple[list[str], list[str], list[str | None]]:
-    """(ids, paths, current fingerprints) of the samples this run must score."""
+def _samples_to_score(
+    plan: ScoringPlan,
+) -> tuple[list[str], list[str], dict[str, list[str | None]]]:
+    """(ids, paths, {field: current fingerprints}) of the samples this run must score."""
     ids, paths = plan.samples.values(["id", "filepath"])
-    fingerprints = [file_fingerprint(p) for p in paths]
+    shas = {name: _model_sha256(plan.samples, key) for key, name in plan.fields.items()}
+    fingerprints = {name: [file_fingerprint(p, sha) for p in paths] for name, sha in shas.items()}
     if not plan.skip_unchanged:
         return ids, paths, fingerprints
     dataset = _dataset(plan.samples)
@@ -383,10 +397,14 @@ def _samples_to_score(plan: ScoringPlan) -> tuple[list[str], list[str], list[str
         values, stored = plan.samples.values([name, f"{name}_fingerprint"])
         done = [
             d and v is not None and s == f
-            for d, v, s, f in zip(done, values, stored, fingerprints, strict=True)
+            for d, v, s, f in zip(done, values, stored, fingerprints[name], strict=True)
         ]
     keep = [i for i, d in enumerate(done) if not d]
-    return [ids[i] for i in keep], [paths[i] for i in keep], [fingerprints[i] for i in keep]
+    return (
+        [ids[i] for i in keep],
+        [paths[i] for i in keep],
+        {name: [column[i] for i in keep] for name, column in fingerprints.items()},
+    )
 
 
 def run_scoring(plan: ScoringPlan):
@@ -418,6 +436,12 @@ def run_scoring(plan: ScoringPlan):
         }
 
     with field_locks(str(dataset._doc.id), plan.targets(), plan.job) as locks:
+        # again, under the locks: a field created since the plan was checked (by the
+        # user or another process) is not ours to write
+        dataset.reload()
+        check_scoring_request(
+            plan.samples, list(plan.fields), list(plan.fields.values()), plan.overwrite
+        )
         prepare_fields(plan)
         pending: dict[str, dict] = {}
         failures: list[dict] = []
@@ -433,7 +457,7 @@ def run_scoring(plan: ScoringPlan):
 
         def stage(index: int, values: dict[str, float | None]) -> None:
             for name in plan.fields.values():
-                values[f"{name}_fingerprint"] = fingerprints[index]
+                values[f"{name}_fingerprint"] = fingerprints[name][index]
             for target, value in values.items():
                 pending.setdefault(target, {})[ids[index]] = value
 
@@ -519,15 +543,20 @@ def _merged_scoring(previous: dict | None, summary: dict, failures: list, job: s
 
 
 def changed_since_scoring(samples: Samples, key: str, field: str | None = None):
-    """The samples whose image file changed (or vanished) after model ``key`` scored it."""
+    """The scored samples whose value is stale: the image file changed (or vanished)
+    after scoring, or the value was written by another model than ``key``'s current
+    weights (a retrained or re-imported model)."""
     runs.require_model(samples, key)
     name = field or key
     if not samples._root_dataset.has_field(f"{name}_fingerprint"):
         return samples.limit(0)
+    sha256 = _model_sha256(samples, key)
     ids, paths, stored = samples.exists(f"{name}_fingerprint").values(
         ["id", "filepath", f"{name}_fingerprint"]
     )
-    changed = [i for i, p, s in zip(ids, paths, stored, strict=True) if file_fingerprint(p) != s]
+    changed = [
+        i for i, p, s in zip(ids, paths, stored, strict=True) if file_fingerprint(p, sha256) != s
+    ]
     return samples.select(changed)
 
 
@@ -562,10 +591,11 @@ def score(
     their reasons are stored in the run results (``scoring``).
 
     ``skip_unchanged=True`` leaves samples alone that already have values for an
-    image file that has not changed since (resume an interrupted job, or score
-    only new and changed images); the file's size and modification time are kept
-    in ``<field>_fingerprint``. Only one job at a time writes a field: a second
-    one is refused with a message naming the first.
+    image file that has not changed since, written by the model's current weights
+    (resume an interrupted job, score only new and changed images, or rescore
+    everything after retraining); the file's size and modification time and the
+    weights' sha256 are kept in ``<field>_fingerprint``. Only one job at a time
+    writes a field: a second one is refused with a message naming the first.
 
     With ``num_shards > 1`` nothing is scored here: the fields are created and
     ``num_shards`` delegated operations over disjoint parts of ``samples`` are
@@ -687,12 +717,29 @@ def delete_model(samples: Samples, key: str) -> list[str]:
     return runs.delete_model_record(_dataset(samples), key)
 
 
-def export_model(samples: Samples, key: str, path: str) -> str:
-    """Writes model ``key`` to a standalone file (weights, calibration, metrics, format version)."""
+def export_model(samples: Samples, key: str, path: str, overwrite: bool = False) -> str:
+    """Writes model ``key`` to a standalone file (weights, calibration, metrics, format version).
+
+    Raises:
+        FileExistsError: something exists at ``path`` and ``overwrite`` is False
+    """
     config = runs.run_config(samples, key)
+    if os.path.isdir(path):
+        raise FileExistsError(f"path: {path} is a folder; give a file path")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"path: a file exists at {path}; choose another path or pass overwrite=True"
+        )
     load_model(samples, key)  # verifies format and checksum before copying
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    shutil.copyfile(config["weights_path"], path)
+    # through a partial file: a failed copy leaves any previous file as it was
+    partial = f"{path}.partial-{uuid.uuid4().hex[:6]}"
+    try:
+        shutil.copyfile(config["weights_path"], partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     return path
 
 

@@ -236,6 +236,40 @@ def test_a_file_changed_after_scoring_is_found_and_rescored_alone(image_dataset,
     assert sq.changed_since_scoring(image_dataset, "blur").count() == 0
 
 
+def _retrained_copy(path: str, folder) -> str:
+    """The model of ``path`` with other weights (as a retraining would give), saved anew."""
+    model = PretextModel.load(path)
+    with torch.no_grad():
+        for parameter in model.branch.parameters():
+            parameter.mul_(1.5)
+    retrained = str(folder / "retrained.pt")
+    model.save(retrained)
+    return retrained
+
+
+def test_values_written_by_a_models_previous_weights_are_stale_after_retraining(
+    image_dataset, tiny_model_files, tmp_path
+):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    before = image_dataset.values("blur_raw")
+    assert sq.changed_since_scoring(image_dataset, "blur").count() == 0
+
+    sq.import_model(
+        image_dataset,
+        _retrained_copy(tiny_model_files["blur"], tmp_path),
+        key="blur",
+        overwrite=True,
+    )
+    assert sq.changed_since_scoring(image_dataset, "blur").count() == len(image_dataset)
+    summary = sq.score(image_dataset, key="blur", skip_unchanged=True, progress=False)
+    assert summary["samples"] == len(image_dataset) and summary["skipped_unchanged"] == 0
+    assert image_dataset.values("blur_raw") != before
+    assert sq.changed_since_scoring(image_dataset, "blur").count() == 0
+    again = sq.score(image_dataset, key="blur", skip_unchanged=True, progress=False)
+    assert again["skipped_unchanged"] == len(image_dataset)
+
+
 # --- wrong parameters ------------------------------------------------------------------
 
 
@@ -352,3 +386,23 @@ def test_an_exported_file_carries_its_format_version_and_a_wrong_one_is_refused(
     with pytest.raises(ModelFileError, match="format version 99 is not supported"):
         sq.import_model(image_dataset, future, key="future")
     assert image_dataset.list_runs() == ["blur"]
+
+
+def test_exporting_onto_an_existing_file_is_refused_unless_overwrite(
+    image_dataset, tiny_model_files, tmp_path
+):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    precious = tmp_path / "notes.pt"
+    precious.write_bytes(b"someone's file")
+    with pytest.raises(FileExistsError, match="a file exists at .*overwrite=True"):
+        sq.export_model(image_dataset, "blur", str(precious))
+    assert precious.read_bytes() == b"someone's file"
+    params = {"key": "blur", "path": str(precious)}
+    assert "A file exists at this path" in _form_errors(
+        "export_quality_model", image_dataset, params
+    )
+    assert _form_errors("export_quality_model", image_dataset, {**params, "overwrite": True}) == ""
+
+    sq.export_model(image_dataset, "blur", str(precious), overwrite=True)
+    assert PretextModel.load(str(precious)).task == "blur"
+    assert not list(tmp_path.glob("*.partial*"))  # no partial file left

@@ -104,6 +104,24 @@ def test_a_users_field_is_never_overwritten_without_the_flag(image_dataset, tiny
         sq.score(image_dataset, key="blur", progress=False)
     assert image_dataset.values("blur") == [7.0] * 12
     assert not image_dataset.has_field("blur_raw")  # refused before any work
+
+
+def test_a_field_created_after_the_plan_was_checked_is_refused_under_the_lock(
+    image_dataset, tiny_model_files
+):
+    import fiftyone.core.odm as foo_odm
+
+    from siamese_quality import sdk
+    from siamese_quality.locks import COLLECTION
+
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    plan = sdk.plan_scoring(image_dataset, key="blur")  # checked: no field "blur_raw" yet
+    image_dataset.set_values("blur_raw", [3.0] * 12)  # the user's, created in between
+    with pytest.raises(ValueError, match="'blur_raw' already exists and was written by you"):
+        list(sdk.run_scoring(plan))
+    assert image_dataset.values("blur_raw") == [3.0] * 12
+    assert not image_dataset.has_field("blur")
+    assert foo_odm.get_db_conn()[COLLECTION].count_documents({}) == 0  # locks released
     sq.score(image_dataset, key="blur", overwrite=True, progress=False)
     assert image_dataset.values("blur") != [7.0] * 12
 

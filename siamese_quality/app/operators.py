@@ -6,6 +6,8 @@ next to the field) and calls one SDK function in ``execute``.
 
 from __future__ import annotations
 
+import os
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone.core.fields import FloatField, IntField
@@ -404,18 +406,28 @@ class ExportModel(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         if _model_input(ctx, inputs) is not None:
-            inputs.str(
+            path = inputs.str(
                 "path",
                 required=True,
                 label="File path",
                 description="Where to write the model file (e.g. /tmp/blur.pt)",
             )
+            inputs.bool("overwrite", default=False, label="Replace an existing file")
+            chosen = ctx.params.get("path")
+            if chosen and os.path.exists(chosen) and not ctx.params.get("overwrite"):
+                _invalid(path, "A file exists at this path: choose another or replace it")
         return types.Property(inputs)
 
     def execute(self, ctx):
         import siamese_quality as sq
 
-        return {"path": sq.export_model(ctx.dataset, ctx.params["key"], ctx.params["path"])}
+        path = sq.export_model(
+            ctx.dataset,
+            ctx.params["key"],
+            ctx.params["path"],
+            overwrite=bool(ctx.params.get("overwrite", False)),
+        )
+        return {"path": path}
 
 
 class ImportModel(foo.Operator):
