@@ -136,7 +136,7 @@ def train_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False
 
 def results_table(infos: list) -> str:
     """Held-out correlations next to the published ones and the classical baselines."""
-    from siamese_quality.evaluation import PUBLISHED_CORRELATIONS
+    from siamese_quality.texts import PUBLISHED_CORRELATIONS
 
     header = (
         "model",

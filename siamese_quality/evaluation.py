@@ -18,10 +18,6 @@ from .distortions import Distortion
 from .images import ImageFile, ImageLoadError, ImageSource
 from .views import View, branch_scores
 
-# Correlation between model output and true magnitude reported by the public write-up
-# of this method (under 100 training photos): the bar our models must clear
-PUBLISHED_CORRELATIONS = {"blur": 0.955, "brightness": 0.775, "rotation": 0.37}
-
 
 def magnitude_grid(distortion: Distortion, count: int = 9) -> np.ndarray:
     """``count`` magnitudes covering the distortion's range, evenly by its spacing."""

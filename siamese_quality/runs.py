@@ -12,13 +12,16 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import fiftyone as fo
 import fiftyone.constants as foc
 import gridfs.errors
 
 from . import __version__
-from .pretext_model import PretextModel
+
+if TYPE_CHECKING:  # the model code imports torch: run records do not need it
+    from .pretext_model import PretextModel
 
 RUN_METHOD = "siamese_quality"
 MODELS_DIR_ENV = "SIAMESE_QUALITY_MODELS_DIR"

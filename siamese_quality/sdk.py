@@ -13,16 +13,19 @@ import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import fiftyone as fo
 import fiftyone.core.utils as fou
 import numpy as np
 
+# torch and the model code load on first use: listing models and drawing the panel
+# need neither
 from . import PLUGIN_NAME, runs
-from .pretext_model import PretextModel, sha256_of_file
-from .scoring import iter_model_scores
-from .training import TrainingConfig, train_pretext_model
-from .views import describe
+from .texts import describe
+
+if TYPE_CHECKING:
+    from .pretext_model import PretextModel
 
 Samples = fo.core.collections.SampleCollection
 ProgressArg = bool | None | Callable
@@ -106,6 +109,8 @@ def list_models(samples: Samples) -> list[ModelInfo]:
 
 def load_model(samples: Samples, key: str) -> PretextModel:
     """Loads model ``key``; its weights must match the sha256 in the run record."""
+    from .pretext_model import PretextModel
+
     config = runs.run_config(samples, key)
     return PretextModel.load(config["weights_path"], expected_sha256=config["weights_sha256"])
 
@@ -173,6 +178,8 @@ def train(
     Returns:
         the :class:`ModelInfo`, including held-out metrics and the baseline's
     """
+    from .training import TrainingConfig, train_pretext_model
+
     dataset = _dataset(samples)
     _require_images(samples)
     key = key or task
@@ -418,6 +425,7 @@ def run_scoring(plan: ScoringPlan):
     run's results and returned as the generator's value (``StopIteration.value``).
     """
     from .locks import field_locks
+    from .scoring import iter_model_scores
 
     dataset = _dataset(plan.samples)
     ids, paths, fingerprints = _samples_to_score(plan)
@@ -750,6 +758,8 @@ def import_model(
 
     The file is validated (format, version, safe loading) before anything is written.
     """
+    from .pretext_model import PretextModel, sha256_of_file
+
     dataset = _dataset(samples)
     _require_images(samples)
     model = PretextModel.load(path)

@@ -295,17 +295,6 @@ def view_from_dict(data: dict) -> View:
     raise ValueError(f"unknown view kind {data.get('kind')!r}")
 
 
-def describe(view: View | dict) -> str:
-    """How a model reads an image, in words (field descriptions, the panel)."""
-    view = view_from_dict(view) if isinstance(view, dict) else view
-    if isinstance(view, PatchView):
-        return (
-            f"read in the image's own pixels from {view.count} patches of {view.size} px spread "
-            f"over it ({view.quantile:.0%} quantile of the patch scores)"
-        )
-    return f"read from the whole image resized to {view.resolution} px (shorter side)"
-
-
 def view_for(distortion: Distortion, working_resolution: int, patch_count: int) -> View:
     """The view a model of ``distortion`` reads.
 
@@ -351,7 +340,6 @@ __all__ = [
     "apply_distortion",
     "apply_distortion_many",
     "branch_scores",
-    "describe",
     "patch_structure",
     "view_for",
     "view_from_dict",

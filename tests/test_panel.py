@@ -127,3 +127,42 @@ def test_model_not_scored_yet_offers_scoring(image_dataset, tiny_model_files):
     rendered = json.dumps(out["render"])
     assert "Not scored yet" in rendered and "Score the dataset" in rendered
     assert out["data"]["calibration"]  # the evidence is shown before scoring too
+
+
+def test_drawing_the_panel_and_listing_models_do_not_import_torch(
+    dataset_factory, tmp_path, tiny_model_files
+):
+    import os
+    import subprocess
+    import sys
+
+    import fiftyone as fo
+    from conftest import write_dead_leaves_images
+
+    dataset = dataset_factory(persistent=True)  # the subprocess loads it by name
+    paths = write_dead_leaves_images(tmp_path / "images", 4, size=(120, 96))
+    dataset.add_samples([fo.Sample(filepath=p) for p in paths])
+    sq.import_model(dataset, tiny_model_files["blur"], key="blur")
+    sq.score(dataset, key="blur", progress=False)
+    code = (
+        "import json, sys\n"
+        "import fiftyone as fo, fiftyone.operators as foo\n"
+        "import siamese_quality as sq\n"
+        f"dataset = fo.load_dataset({dataset.name!r})\n"
+        "assert [m.key for m in sq.list_models(dataset)] == ['blur']\n"
+        f"result = foo.execute_operator({PANEL_URI!r}, ctx={{'dataset': dataset, "
+        "'view': dataset.view(), 'params': {'__method__': 'on_load', 'panel_id': 'p1', "
+        "'panel_state': {}}})\n"
+        "assert result.error is None, result.error\n"
+        "assert 'Calibration' in json.dumps(result.executor.to_json())\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -8,6 +8,7 @@ import fiftyone.operators as foo
 import fiftyone.plugins as fop
 import yaml
 from conftest import PLUGINS_DIR, REPO_ROOT
+from fiftyone import ViewField as F
 
 import siamese_quality
 from siamese_quality.app import OPERATORS, PANELS
@@ -84,24 +85,65 @@ def test_sort_by_quality_operator_sets_a_sorted_view(dataset_factory, tmp_path):
     ids = ds.values("id")
     ds.set_values("quality", dict(zip(ids, [0.3, 2.0, 1.0, 0.1], strict=True)), key_field="id")
 
-    result = foo.execute_operator(
-        f"{siamese_quality.PLUGIN_NAME}/sort_by_quality",
-        ctx={"dataset": ds, "view": ds.view()},
-        params={"field": "quality", "largest_first": True},
-    )
-    requests = result.executor.to_json()["requests"]
-    set_view = [r for r in requests if r["operator_uri"].endswith("set_view")]
-    assert len(set_view) == 1
-    stages = set_view[0]["params"]["view"]
-    assert any("SortBy" in s["_cls"] for s in stages)
-    assert ds.sort_by("quality", reverse=True).values("quality") == [2.0, 1.0, 0.3, 0.1]
+    def sorted_by_operator(view, order: str) -> list[float]:
+        result = foo.execute_operator(
+            f"{siamese_quality.PLUGIN_NAME}/sort_by_quality",
+            ctx={"dataset": ds, "view": view},
+            params={"field": "quality", "order": order},
+        )
+        requests = result.executor.to_json()["requests"]
+        set_view = [r for r in requests if r["operator_uri"].endswith("set_view")]
+        assert len(set_view) == 1
+        shown = fo.DatasetView._build(ds, set_view[0]["params"]["view"])
+        return shown.values("quality")
+
+    assert sorted_by_operator(ds.view(), "worst first") == [2.0, 1.0, 0.3, 0.1]
+    assert sorted_by_operator(ds.view(), "best first") == [0.1, 0.3, 1.0, 2.0]
+    # the user's filter stays
+    assert sorted_by_operator(ds.match(F("quality") < 1.5), "worst first") == [1.0, 0.3, 0.1]
+
+
+def _declared_dependencies() -> set[str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
+        return set(tomllib.load(f)["project"]["dependencies"])
 
 
 def test_plugin_requirements_match_the_package_dependencies():
-    import tomllib
-
-    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
-        declared = set(tomllib.load(f)["project"]["dependencies"])
     with open(os.path.join(REPO_ROOT, "requirements.txt")) as f:
         listed = {line.strip() for line in f if line.strip() and not line.startswith("#")}
-    assert listed == declared
+    assert listed == _declared_dependencies()
+
+
+def test_every_third_party_module_the_package_imports_is_a_declared_dependency():
+    import ast
+    import importlib.metadata
+    import re
+
+    declared = {
+        re.split(r"[<>=!~; \[]", requirement)[0].lower().replace("_", "-")
+        for requirement in _declared_dependencies()
+    }
+    providers = importlib.metadata.packages_distributions()
+    imported = set()
+    package = os.path.join(REPO_ROOT, "siamese_quality")
+    for folder, _, files in os.walk(package):
+        for name in (n for n in files if n.endswith(".py")):
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"siamese_quality", "__future__"}
+    undeclared = {
+        module: providers.get(module)
+        for module in third_party
+        if not {d.lower().replace("_", "-") for d in providers.get(module, [])} & declared
+    }
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

@@ -169,8 +169,7 @@ class QualityPanel(foo.Panel):
 
     @staticmethod
     def _summary_markdown(key, config, metrics, baseline) -> str:
-        from siamese_quality.evaluation import PUBLISHED_CORRELATIONS
-        from siamese_quality.views import describe
+        from siamese_quality.texts import PUBLISHED_CORRELATIONS, describe
 
         published = PUBLISHED_CORRELATIONS.get(config["task"])
         lines = [
