@@ -32,6 +32,24 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_TEST_MODELS_DIR, ignore_errors=True)
 
 
+def imports_torch_in_a_fresh_process(code: str) -> bool:
+    """Runs ``code`` in a new Python process (this test session's environment); returns
+    whether torch got imported. Fails the test if the code fails."""
+    import subprocess
+    import sys
+
+    code += "\nimport sys\nprint('torch' in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
 def unique_name(prefix: str = "sq-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
