@@ -1,4 +1,4 @@
-"""Set-up essentials: local MongoDB round trip, the demo dataset, an installable wheel."""
+"""Set-up essentials: the demo dataset and an installable wheel."""
 
 import os
 import subprocess
@@ -10,20 +10,6 @@ import pytest
 from conftest import REPO_ROOT, unique_name, write_generated_images
 
 from siamese_quality import demo
-
-
-def test_dataset_round_trip_with_set_values(dataset_factory, tmp_path):
-    paths = write_generated_images(tmp_path, 5)
-    ds = dataset_factory()
-    ds.add_samples([fo.Sample(filepath=p) for p in paths])
-    ids = ds.values("id")
-    scores = {sid: float(i) / 2 for i, sid in enumerate(ids)}
-    ds.set_values("blur", scores, key_field="id")
-
-    reloaded = fo.load_dataset(ds.name)
-    assert reloaded.get_field("blur").__class__.__name__ == "FloatField"
-    assert dict(zip(*reloaded.values(["id", "blur"]), strict=True)) == scores
-    assert reloaded.match(fo.ViewField("blur") > 1).count() == 2
 
 
 def test_demo_dataset_is_built_from_skimage_photos_and_reused(tmp_path):

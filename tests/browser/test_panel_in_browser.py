@@ -90,7 +90,9 @@ def panel_dataset(tmp_path):
     paths = write_skimage_photos(str(tmp_path / "photos"))
     dataset.add_samples([fo.Sample(filepath=p) for p in paths])
     # a short real training, so the charts (and the README's screenshots) mean something
-    sq.train(dataset, task="blur", max_seconds=20, working_resolution=64, progress=False)
+    sq.train(
+        dataset, task="blur", max_seconds=None, max_steps=150, working_resolution=64, progress=False
+    )
     sq.score(dataset, key="blur", progress=False)
     dataset.save_workspace(
         WORKSPACE,
