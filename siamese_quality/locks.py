@@ -7,7 +7,13 @@ sharded job share a job id and hold the lock together.
 
 A lock held by a process that died (killed worker, lost machine) does not block
 forever: a holder whose process is gone (same host) or whose heartbeat is older
-than :data:`STALE_AFTER_S` is dropped.
+than :data:`STALE_AFTER_S` is dropped, and the next job to take a lock first
+removes every lock document whose holders are all gone (all the locks a dead job
+held, not only the one it meets).
+
+A sharded job holds its locks from the moment it queues its shards: the queued
+operations are a holder, alive while any of them is queued, scheduled or running
+(FiftyOne's ``delegated_ops``), and released when the last shard finishes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 COLLECTION = "siamese_quality_locks"
@@ -44,7 +51,24 @@ def _holder() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "heartbeat": _now()}
 
 
+def _operations_pending(operation_ids: list[str]) -> bool:
+    """Whether any of these delegated operations is yet to finish."""
+    import fiftyone.core.odm as foo_odm
+    from bson import ObjectId
+    from fiftyone.operators.executor import ExecutionRunState
+
+    pending = foo_odm.get_db_conn()["delegated_ops"].count_documents(
+        {
+            "_id": {"$in": [ObjectId(i) for i in operation_ids]},
+            "run_state": {"$nin": list(ExecutionRunState.TERMINAL_STATES)},
+        }
+    )
+    return pending > 0
+
+
 def _alive(holder: dict) -> bool:
+    if "operations" in holder:  # queued shards: no process, no heartbeat
+        return _operations_pending(holder["operations"])
     if _now() - holder["heartbeat"] > datetime.timedelta(seconds=STALE_AFTER_S):
         return False
     if holder.get("host") != socket.gethostname():
@@ -56,6 +80,32 @@ def _alive(holder: dict) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _who(holder: dict) -> str:
+    if "operations" in holder:
+        return (
+            f"{len(holder['operations'])} delegated shards queued "
+            f"{holder['heartbeat']:%Y-%m-%d %H:%M:%S} UTC, not all finished"
+        )
+    return (
+        f"pid {holder['pid']} on {holder['host']}, last seen "
+        f"{holder['heartbeat']:%Y-%m-%d %H:%M:%S} UTC"
+    )
+
+
+def sweep_stale_locks() -> int:
+    """Deletes every lock document whose holders are all gone; returns how many.
+
+    Conditional on the holders seen: a document someone joined meanwhile stays.
+    """
+    collection = _collection()
+    removed = 0
+    for doc in collection.find():
+        holders = doc.get("holders") or {}
+        if not any(_alive(h) for h in holders.values()):
+            removed += collection.delete_one({"_id": doc["_id"], "holders": holders}).deleted_count
+    return removed
 
 
 class FieldLock:
@@ -86,12 +136,10 @@ class FieldLock:
                 continue
             alive = {k: h for k, h in (doc.get("holders") or {}).items() if _alive(h)}
             if alive:
-                holder = next(iter(alive.values()))
                 raise FieldLockedError(
                     f"field {self.field!r} is being written by another scoring job "
-                    f"(pid {holder['pid']} on {holder['host']}, last seen "
-                    f"{holder['heartbeat']:%Y-%m-%d %H:%M:%S} UTC); wait for it to finish "
-                    f"or score into another field"
+                    f"({_who(next(iter(alive.values())))}); wait for it to finish or score "
+                    f"into another field"
                 )
             # every holder is gone: take over, unless someone else just did
             collection.delete_one({"_id": self.lock_id, "holders": doc.get("holders")})
@@ -108,17 +156,68 @@ class FieldLock:
         collection.update_one({"_id": self.lock_id}, {"$unset": {f"holders.{self.holder_id}": ""}})
         collection.delete_one({"_id": self.lock_id, "holders": {}})
 
+    def expect_shards(self, count: int) -> None:
+        """Sharded jobs: the lock is freed once ``count`` shards called
+        :func:`shard_finished` (set before queueing: a shard may finish first)."""
+        _collection().update_one({"_id": self.lock_id}, {"$set": {"shards_left": count}})
+
+    def hand_over_to_shards(self, operation_ids: list[str]) -> None:
+        """Replaces this process as holder by the queued operations that run the shards
+        of this lock's job: the lock lives on while any of them is yet to finish."""
+        queued = {
+            "operations": list(operation_ids),
+            "heartbeat": _now(),
+            "host": socket.gethostname(),
+        }
+        collection = _collection()
+        collection.update_one(
+            {"_id": self.lock_id, f"holders.{self.holder_id}": {"$exists": True}},
+            {"$set": {f"holders.{self.holder_id}": queued}},
+        )
+        # every shard may have finished already
+        collection.delete_one({"_id": self.lock_id, "shards_left": {"$lte": 0}})
+
+
+def shard_finished(dataset_id: str, fields: list[str], job: str) -> None:
+    """Counts one shard of sharded ``job`` done; the last one releases the queued
+    operations' hold on ``fields``."""
+    collection = _collection()
+    for field in fields:
+        lock_id = f"{dataset_id}:{field}"
+        doc = collection.find_one_and_update(
+            {"_id": lock_id, "job": job, "shards_left": {"$gt": 0}},
+            {"$inc": {"shards_left": -1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None or doc["shards_left"] > 0:
+            continue
+        queued = {f"holders.{k}": "" for k, h in doc["holders"].items() if "operations" in h}
+        if queued:
+            collection.update_one({"_id": lock_id}, {"$unset": queued})
+        collection.delete_one({"_id": lock_id, "holders": {}})
+
+
+def acquire_all(dataset_id: str, fields: list[str], job: str) -> list[FieldLock]:
+    """Locks on ``fields`` for ``job``, all or none (first removing stale locks)."""
+    sweep_stale_locks()
+    held: list[FieldLock] = []
+    try:
+        for field in sorted(fields):  # a fixed order: two jobs cannot deadlock
+            held.append(FieldLock(dataset_id, field, job).acquire())
+    except BaseException:
+        for lock in held:
+            lock.release()
+        raise
+    return held
+
 
 @contextmanager
 def field_locks(
     dataset_id: str, fields: list[str], job: str | None = None
 ) -> Iterator[list[FieldLock]]:
     """Holds locks on ``fields`` for the duration of the block (all or none)."""
-    job = job or uuid.uuid4().hex
-    held: list[FieldLock] = []
+    held = acquire_all(dataset_id, fields, job or uuid.uuid4().hex)
     try:
-        for field in sorted(fields):  # a fixed order: two jobs cannot deadlock
-            held.append(FieldLock(dataset_id, field, job).acquire())
         yield held
     finally:
         for lock in held:

@@ -423,7 +423,19 @@ def run_scoring(plan: ScoringPlan):
     for files that did not change are left as they are (resuming an interrupted
     job, or scoring only new and changed images). The summary is stored in each
     run's results and returned as the generator's value (``StopIteration.value``).
+    A shard of a sharded job (``plan.job``) counts itself done when it ends, however
+    it ends: the last one frees the fields.
     """
+    from .locks import shard_finished
+
+    try:
+        return (yield from _score_plan(plan))
+    finally:
+        if plan.job is not None:
+            shard_finished(str(_dataset(plan.samples)._doc.id), plan.targets(), plan.job)
+
+
+def _score_plan(plan: ScoringPlan):
     from .locks import field_locks
     from .scoring import iter_model_scores
 
@@ -641,10 +653,11 @@ def queue_scoring_shards(
 ) -> list[str]:
     """Creates the output fields, then queues one delegated scoring operation per shard.
 
-    The shards are disjoint sets of sample ids covering ``samples``. Returns the
-    ids of the queued operations.
+    The shards are disjoint ranges of sample ids covering ``samples``. The job holds
+    the output fields' locks from here until its last shard is done (no other job
+    can start writing them in between). Returns the ids of the queued operations.
     """
-    import fiftyone.operators as foo
+    from .locks import acquire_all
 
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
@@ -655,32 +668,62 @@ def queue_scoring_shards(
             "sharded scoring runs as delegated operations, which need a persistent dataset "
             "(set dataset.persistent = True)"
         )
-    prepare_fields(plan)
-    job = uuid.uuid4().hex  # the shards hold the field locks together
-    ids = samples.values("id")
-    shards = [
-        list(chunk)
-        for chunk in np.array_split(np.array(ids, dtype=object), min(num_shards, max(len(ids), 1)))
-    ]
-    queued = []
-    for shard in shards:
-        if not shard:
-            continue
-        result = foo.execute_operator(
-            SCORE_OPERATOR,
-            ctx={"view": dataset.select(shard)},
-            params={
-                "keys": list(plan.fields),
-                "fields": list(plan.fields.values()),
-                "overwrite": overwrite,
-                "skip_unchanged": skip_unchanged,
-                "num_shards": 1,
-                "job": job,
-            },
-            request_delegation=True,
-        )
-        queued.append(str(result.result["id"]))
+    shards = id_range_shards(samples, num_shards)
+    job = uuid.uuid4().hex
+    locks = acquire_all(str(dataset._doc.id), plan.targets(), job)
+    queued: list[str] = []
+    try:
+        check_scoring_request(samples, list(plan.fields), list(plan.fields.values()), overwrite)
+        prepare_fields(plan)
+        for lock in locks:
+            lock.expect_shards(len(shards))
+        queued = [_queue_shard(shard, plan, overwrite, skip_unchanged, job) for shard in shards]
+    finally:
+        for lock in locks:
+            if queued:
+                lock.hand_over_to_shards(queued)
+            else:  # nothing queued (an empty view, or queueing failed): nothing to hold
+                lock.release()
     return queued
+
+
+def id_range_shards(samples: Samples, num_shards: int) -> list[Samples]:
+    """``samples`` split into up to ``num_shards`` disjoint views by ranges of sample
+    ids, whose union is ``samples``. Each view is ``samples`` plus one stage naming two
+    ids at most, so a queued operation's size does not grow with the dataset."""
+    from fiftyone import ViewField as F
+
+    ids = sorted(samples.values("id"))
+    count = min(num_shards, len(ids))
+    starts = [ids[len(ids) * i // count] for i in range(count)]
+    shards = []
+    for i, first in enumerate(starts):
+        in_range = F("_id").to_string() >= first
+        if i + 1 < count:
+            in_range &= F("_id").to_string() < starts[i + 1]
+        shards.append(samples.match(in_range))
+    return shards
+
+
+def _queue_shard(
+    shard: Samples, plan: ScoringPlan, overwrite: bool, skip_unchanged: bool, job: str
+) -> str:
+    import fiftyone.operators as foo
+
+    result = foo.execute_operator(
+        SCORE_OPERATOR,
+        ctx={"view": shard},
+        params={
+            "keys": list(plan.fields),
+            "fields": list(plan.fields.values()),
+            "overwrite": overwrite,
+            "skip_unchanged": skip_unchanged,
+            "num_shards": 1,
+            "job": job,
+        },
+        request_delegation=True,
+    )
+    return str(result.result["id"])
 
 
 # --- evaluation and model files ------------------------------------------------------

@@ -6,6 +6,7 @@ import sys
 import time
 
 import fiftyone as fo
+import fiftyone.core.odm as foo_odm
 import fiftyone.operators as foo
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from fiftyone.operators.delegated import DelegatedOperationService
 
 import siamese_quality as sq
 from siamese_quality import PLUGIN_NAME, runs
+from siamese_quality.locks import COLLECTION, FieldLockedError, field_locks
 
 
 def _uri(name: str) -> str:
@@ -191,6 +193,8 @@ def test_two_workers_share_a_sharded_scoring_job_like_one_run(image_dataset, tin
 
     summary = sq.score(image_dataset, key="blur", field="sharded", num_shards=4)
     assert len(summary["queued"]) == 4
+    with pytest.raises(FieldLockedError, match="4 delegated shards queued"):
+        sq.score(image_dataset, key="blur", field="sharded", progress=False)
     assert image_dataset.has_field("sharded")  # created before any shard runs
     fiftyone_cli = os.path.join(os.path.dirname(sys.executable), "fiftyone")
     workers = [
@@ -223,6 +227,13 @@ def test_two_workers_share_a_sharded_scoring_job_like_one_run(image_dataset, tin
     # the run's record sums the four shards (each added its part, none overwrote another)
     record = runs.load_results(image_dataset, "blur")["scoring"]
     assert (record["shards"], record["samples"], record["scored"]) == (4, 12, 12), record
+    # the last shard freed the fields the job held
+    assert (
+        foo_odm.get_db_conn()[COLLECTION].count_documents(
+            {"_id": {"$regex": f"^{image_dataset._doc.id}:"}}
+        )
+        == 0
+    )
     # equal up to float rounding (a shard's batches differ from one run's batches); a
     # steep calibration curve scales a 1e-5 raw difference up, hence the unit tolerance
     assert np.allclose(
@@ -234,3 +245,53 @@ def test_two_workers_share_a_sharded_scoring_job_like_one_run(image_dataset, tin
     assert np.allclose(
         image_dataset.values("sharded"), image_dataset.values("unsharded"), atol=0.01
     )
+
+
+def test_shards_of_a_300k_sample_view_stay_small_and_cover_it_exactly(
+    dataset_factory, tiny_model_files
+):
+    import bson
+
+    dataset = dataset_factory(persistent=True)
+    dataset.add_sample(fo.Sample(filepath="/nowhere/first.jpg", tags=["keep"]))
+    # 300k copies of the sample document FiftyOne wrote (add_samples takes ~50 s here);
+    # the files do not exist: nothing is scored
+    template = dataset._sample_collection.find_one()
+    for start in range(0, 300_000, 50_000):
+        dataset._sample_collection.insert_many(
+            [
+                {
+                    **template,
+                    "_id": bson.ObjectId(),
+                    "filepath": f"/nowhere/{i:06d}.jpg",
+                    "tags": ["keep"] if i % 10 else [],
+                }
+                for i in range(start, start + 50_000)
+            ]
+        )
+    view = dataset.match_tags("keep")  # the user's view: 270,001 samples
+    sq.import_model(dataset, tiny_model_files["blur"], key="blur")
+    service = DelegatedOperationService()
+    queued = sq.score(view, key="blur", num_shards=8)["queued"]
+    try:
+        assert len(queued) == 8
+        operations = foo_odm.get_db_conn()["delegated_ops"]
+        sizes = [len(bson.encode(operations.find_one({"_id": ObjectId(q)}))) for q in queued]
+        assert max(sizes) < 16 * 1024, sizes
+        shards = [service.get(ObjectId(q)).context.target_view().values("id") for q in queued]
+        union = [sample_id for shard in shards for sample_id in shard]
+        assert len(union) == len(set(union)) == view.count() == 270_001
+        assert set(union) == set(view.values("id"))
+        # the job holds its fields while its shards wait: no other job can take them
+        with pytest.raises(FieldLockedError, match="8 delegated shards queued"):
+            sq.score(view.limit(2), key="blur", progress=False)
+    finally:
+        for q in queued:
+            service.delete_operation(ObjectId(q))
+    # with its operations gone, the hold is stale: the next job takes the fields
+    locks = foo_odm.get_db_conn()[COLLECTION]
+    mine = {"_id": {"$regex": f"^{dataset._doc.id}:"}}
+    assert locks.count_documents(mine) == 4
+    with field_locks(str(dataset._doc.id), ["blur", "blur_raw"]):
+        pass
+    assert locks.count_documents(mine) == 0
