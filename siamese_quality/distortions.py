@@ -28,8 +28,11 @@ Add your own with :func:`register_distortion`::
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import io
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -82,6 +85,10 @@ class Distortion:
         training_defaults: :class:`~siamese_quality.training.TrainingConfig` values
             that suit this task (``backbone``, ``learning_rate``, ``patch_fraction``,
             ``working_resolution``, ``patch_count``, ``images_per_batch``)
+        module: the importable module whose import registers this distortion
+            (default: the module that defines ``apply``). Models record it, so that
+            other processes (the App server, delegated workers) import it to find the
+            distortion; see :func:`get_distortion`
     """
 
     name: str
@@ -106,6 +113,15 @@ class Distortion:
     training_defaults: Mapping[str, object] = field(
         default_factory=lambda: {"backbone": "small_cnn", "patch_fraction": 0.5}
     )
+
+    module: str | None = None
+
+    @property
+    def home(self) -> str | None:
+        """The module another process imports to find this distortion, or None
+        (defined in ``__main__``: a script or notebook)."""
+        home = self.module or getattr(self.apply, "__module__", None)
+        return None if home in (None, "__main__") else home
 
     def __post_init__(self):
         if self.spacing not in ("linear", "log"):
@@ -148,6 +164,7 @@ class Distortion:
             "description": self.description,
             "local": self.local,
             "patch_quantile": self.patch_quantile,
+            "module": self.home,
             "min_patch_structure": self.min_patch_structure,
             "supersample": self.supersample,
             "input_crop": self.input_crop,
@@ -158,8 +175,19 @@ class Distortion:
 _REGISTRY: dict[str, Distortion] = {}
 
 
+ENTRY_POINT_GROUP = "siamese_quality.distortions"
+_entry_points_loaded = False
+
+
 def register_distortion(distortion: Distortion, overwrite: bool = False) -> Distortion:
-    """Adds ``distortion`` to the registry under its name."""
+    """Adds ``distortion`` to the registry under its name.
+
+    To use it beyond this process (the App, ``fiftyone delegated launch`` workers),
+    register it at the import of a module those processes can import: models record
+    that module (:attr:`Distortion.home`). A package can also name the module in an
+    entry point of the group ``siamese_quality.distortions``, so that the App lists
+    the distortion before any model of it exists.
+    """
     if distortion.name in _REGISTRY and not overwrite:
         raise ValueError(f"A distortion named {distortion.name!r} is already registered")
     if not distortion.low < distortion.high:
@@ -168,22 +196,60 @@ def register_distortion(distortion: Distortion, overwrite: bool = False) -> Dist
         raise ValueError(f"{distortion.name}: identity must lie within [low, high]")
     if not 0 <= distortion.patch_quantile <= 1:
         raise ValueError(f"{distortion.name}: patch_quantile must lie within [0, 1]")
+    if distortion.home is None:
+        warnings.warn(
+            f"distortion {distortion.name!r} is defined in __main__: only this process can "
+            "use it. Define it in an importable module for the App and delegated workers",
+            stacklevel=2,
+        )
     _REGISTRY[distortion.name] = distortion
     return distortion
 
 
-def get_distortion(name: str) -> Distortion:
-    """Returns the registered distortion ``name``; raises ``ValueError`` if unknown."""
+def _load_entry_points() -> None:
+    """Imports the modules that installed packages name for their distortions (once)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as e:  # one broken package must not hide the others
+            warnings.warn(f"distortions of entry point {entry_point.value!r}: {e}", stacklevel=2)
+
+
+def get_distortion(name: str, module: str | None = None) -> Distortion:
+    """Returns the registered distortion ``name``.
+
+    Unknown here, it is looked for in the distortion entry points and then in
+    ``module`` (what a model records: the module whose import registers it).
+
+    Raises:
+        ValueError: unknown, naming the available ones (and the module that failed)
+    """
+    if name not in _REGISTRY:
+        _load_entry_points()
+    problem = ""
+    if name not in _REGISTRY and module:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # the user's module: any error means "not found"
+            problem = f"; its module {module!r} could not be imported ({type(e).__name__}: {e})"
+        else:
+            if name not in _REGISTRY:
+                problem = f"; importing its module {module!r} did not register it"
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"Unknown task {name!r}; available: {', '.join(list_distortions())}"
+            f"Unknown task {name!r}{problem}; available: {', '.join(list_distortions())}"
         ) from None
 
 
 def list_distortions() -> list[str]:
-    """Names of the registered distortions."""
+    """Names of the registered distortions (the entry points' included)."""
+    _load_entry_points()
     return list(_REGISTRY)
 
 

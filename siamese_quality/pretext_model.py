@@ -85,8 +85,9 @@ class PretextModel:
 
     @property
     def distortion(self) -> Distortion:
-        """The registered distortion (needed to render training or evaluation copies)."""
-        return get_distortion(self.task)
+        """The registered distortion (needed to render training or evaluation copies);
+        a custom one is imported from the module the model records."""
+        return get_distortion(self.task, self.distortion_info.get("module"))
 
     @property
     def working_resolution(self) -> int:

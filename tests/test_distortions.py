@@ -178,6 +178,10 @@ def test_a_user_distortion_registers_in_a_few_lines(photo):
         assert "test_invert" in D.list_distortions()
         with pytest.raises(ValueError, match="already registered"):
             D.register_distortion(custom)
+        assert custom.to_dict()["module"] == __name__  # where other processes find it
+        invert_partly.__module__ = "__main__"  # as defined in a script or notebook
+        with pytest.warns(UserWarning, match="only this process can use it"):
+            D.register_distortion(custom, overwrite=True)
     finally:
         D._REGISTRY.pop("test_invert", None)
 

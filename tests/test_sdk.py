@@ -255,3 +255,109 @@ def test_results_changed_by_another_process_are_read_not_a_crash(image_dataset, 
 
     (report,) = runs.load_results(image_dataset, "blur")["evaluations"]
     assert report["images"] == 4
+
+
+CUSTOM_DISTORTION_MODULE = '''
+import siamese_quality.distortions as D
+
+
+def fade(image, amount):
+    """Towards mid grey: (1 - amount) * image + amount * 128."""
+    return (image.float() * (1 - amount) + 128 * amount).round().byte()
+
+
+D.register_distortion(
+    D.Distortion(
+        name="{name}", apply=fade, unit="fraction", low=0.0, high=0.8, identity=0.0,
+        description="fade to grey",
+    )
+)
+'''
+
+OTHER_PROCESS = """
+import sys
+import fiftyone as fo
+import siamese_quality as sq
+from siamese_quality.distortions import list_distortions
+dataset = fo.load_dataset(sys.argv[1])
+assert sys.argv[2] not in list_distortions()  # this process never registered it
+summary = sq.score(dataset, key="faded", field="faded_again", progress=False)
+report = sq.evaluate(dataset, key="faded", grid_size=3)
+print("SCORED", summary["scored"], "EVALUATED", sorted(report["metrics"]))
+"""
+
+
+def test_a_custom_distortion_trained_here_scores_and_evaluates_in_another_process(
+    dataset_factory, tmp_path
+):
+    import importlib
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import write_dead_leaves_images
+
+    from siamese_quality import distortions
+
+    suffix = uuid.uuid4().hex[:8]
+    module, name = f"sq_test_fade_{suffix}", f"test_fade_{suffix}"
+    (tmp_path / f"{module}.py").write_text(CUSTOM_DISTORTION_MODULE.replace("{name}", name))
+    dataset = dataset_factory(persistent=True)  # the other process loads it by name
+    paths = write_dead_leaves_images(tmp_path / "images", 6, size=(120, 96))
+    dataset.add_samples([fo.Sample(filepath=p) for p in paths])
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module(module)
+        sq.train(dataset, task=name, key="faded", progress=False, **TINY_TRAINING)
+        sq.score(dataset, key="faded", progress=False)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module, None)
+        distortions._REGISTRY.pop(name, None)
+
+    def other_process(pythonpath: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        return subprocess.run(
+            [sys.executable, "-c", OTHER_PROCESS, dataset.name, name],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+
+    # importable there (on its path), never imported: found through the model's record
+    found = other_process(os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    assert found.returncode == 0, found.stderr
+    assert "SCORED 6 EVALUATED" in found.stdout
+    dataset.reload()
+    assert dataset.values("faded_again_raw") == pytest.approx(dataset.values("faded_raw"))
+    # not importable there: a clear message naming the module
+    lost = other_process(os.environ.get("PYTHONPATH", ""))
+    assert lost.returncode != 0
+    assert f"its module '{module}' could not be imported" in lost.stderr
+
+
+def test_an_installed_package_names_its_distortions_in_an_entry_point(tmp_path):
+    """The App lists them (train form) before any model of them exists."""
+    import subprocess
+    import sys
+    import uuid
+
+    suffix = uuid.uuid4().hex[:8]
+    module, name = f"sq_test_fade_{suffix}", f"test_fade_{suffix}"
+    (tmp_path / f"{module}.py").write_text(CUSTOM_DISTORTION_MODULE.replace("{name}", name))
+    # what pip leaves for an installed package that declares the entry point
+    info = tmp_path / f"sq_fade_{suffix}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: sq-fade-{suffix}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[siamese_quality.distortions]\nfade = {module}\n")
+    code = "from siamese_quality.distortions import list_distortions; print(list_distortions())"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert name in out.stdout and "blur" in out.stdout
