@@ -12,12 +12,14 @@ import copy
 import os
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 BACKBONES = (
     "small_cnn",
     "pixel_grid",
+    "noise_residual",
     "orientation",
     "tonal",
     "resnet18",
@@ -31,7 +33,7 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # The tonal and pixel-grid front ends read raw 0-255 levels
 _RAW_MEAN, _RAW_STD = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)
 # Encoders with no convolutions gain nothing from channels-last memory
-_NO_CONVOLUTIONS = ("orientation", "tonal", "pixel_grid")
+_NO_CONVOLUTIONS = ("orientation", "tonal", "pixel_grid", "noise_residual")
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -132,6 +134,56 @@ class PixelGridNet(nn.Module):
             rows = (down <= tolerance).float().mean(2).std(1)
             features.append((columns + rows) / 2)
         return torch.stack(features, dim=1)
+
+
+class NoiseResidualNet(nn.Module):
+    """Noise scorer's front end: the finest wavelet detail, at two scales, beside texture.
+
+    The diagonal Haar detail ``(a - b - c + d) / 2`` of 2x2 blocks keeps white noise
+    at its own sigma and cancels smooth shading; its median over a patch is the
+    classical wavelet noise estimate. Texture puts detail there too, but more of it one
+    scale coarser (after 2x2 averaging), where white noise halves: the head reads the
+    noise from the two scales together. Per patch, for luma and for chroma (R-G,
+    B-G), the log of the 10/25/50/75 % quantiles of |detail| at both scales; the
+    log spread of the patch's 4x4 means (how structured it is); and the luma median
+    of |detail| over its darker and its brighter half (shot noise grows with the
+    signal).
+    """
+
+    QUANTILES = (0.1, 0.25, 0.5, 0.75)
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("quantiles", torch.tensor(self.QUANTILES), persistent=False)
+        self.out_features = 2 * 2 * len(self.QUANTILES) + 3
+
+    @staticmethod
+    def _detail(x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> |diagonal Haar detail| (N, C, H/2, W/2)."""
+        a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+        c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+        return ((a - b - c + d) / 2).abs()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) levels 0-255 -> (N, 19) features."""
+        luma = x.mean(1, keepdim=True)
+        chroma = torch.cat([x[:, :1] - x[:, 1:2], x[:, 2:] - x[:, 1:2]], dim=1) / 2
+        features = []
+        for signal in (luma, chroma):
+            for scale in (1, 2):
+                smaller = nnf.avg_pool2d(signal, scale) if scale > 1 else signal
+                detail = self._detail(smaller).flatten(1)
+                features.append(torch.quantile(detail, self.quantiles, dim=1).t())
+        structure = nnf.avg_pool2d(luma, 4).flatten(1).std(1, keepdim=True)
+        fine = self._detail(luma).flatten(1)
+        level = nnf.avg_pool2d(luma, 2).flatten(1)
+        darker = level <= level.median(1, keepdim=True).values
+        dark = torch.nanquantile(fine.masked_fill(~darker, float("nan")), 0.5, dim=1)
+        bright = torch.nanquantile(fine.masked_fill(darker, float("nan")), 0.5, dim=1)
+        bright = torch.where(bright.isnan(), dark, bright)  # a flat patch: no brighter half
+        features += [structure, dark[:, None], bright[:, None]]
+        return torch.log(torch.cat(features, dim=1) + 0.5)
 
 
 class OrientationHistogramNet(nn.Module):
@@ -265,6 +317,7 @@ def _load_state_dict_file(path: str) -> dict:
 _FROM_SCRATCH = {
     "small_cnn": SmallCNN,
     "pixel_grid": PixelGridNet,
+    "noise_residual": NoiseResidualNet,
     "orientation": OrientationHistogramNet,
     "tonal": TonalReachNet,
 }
@@ -326,7 +379,7 @@ class QualityBranch(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
             )
-        if backbone in ("tonal", "pixel_grid"):
+        if backbone in ("tonal", "pixel_grid", "noise_residual"):
             mean, std = _RAW_MEAN, _RAW_STD
         elif backbone in _FROM_SCRATCH:
             mean, std = _SMALL_CNN_MEAN, _SMALL_CNN_STD

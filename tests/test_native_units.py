@@ -49,6 +49,10 @@ def photos_dataset(tmp_path_factory):
         copies[f"pixelation_{block:g}"] = cv2.resize(
             small, (width, height), interpolation=cv2.INTER_NEAREST
         )
+    rng = np.random.default_rng(5)  # NumPy's noise, not the library's
+    for sigma in (4, 12, 24):
+        noisy = photo.astype(np.float64) + rng.normal(0, sigma, photo.shape)
+        copies[f"noise_{sigma}"] = np.clip(noisy, 0, 255).round().astype(np.uint8)
     for name, pixels in copies.items():
         path = str(folder / f"{name}.png")
         Image.fromarray(pixels).save(path)
@@ -98,3 +102,11 @@ def test_a_photo_pixelated_in_blocks_of_3_px_reads_3_px(photos_dataset):
     # blocks of 1.5 px are told from none (a CNN read them as none: benchmarks/RESULTS.md)
     ordered = [blocks[f"pixelation_{b}"] for b in ("1", "1.5", "3", "6")]
     assert ordered == sorted(ordered) and ordered[0] < ordered[1], blocks
+
+
+def test_a_photo_with_gaussian_noise_of_sigma_12_reads_sigma_12(photos_dataset):
+    sigma = _train_and_read(photos_dataset, "noise")
+    assert sigma["noise_12"] == pytest.approx(12, rel=0.3), sigma
+    # "pixelation_1" is the photo as it is
+    ordered = [sigma[case] for case in ("pixelation_1", "noise_4", "noise_12", "noise_24")]
+    assert ordered == sorted(ordered), sigma

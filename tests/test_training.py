@@ -96,14 +96,19 @@ def test_pixelation_draws_and_calibrates_its_block_sizes_by_equal_ratios():
         dataclasses.replace(blur, spacing="log")
 
 
+def _front_end_features(branch: QualityBranch, pixels: np.ndarray) -> torch.Tensor:
+    """A branch's fixed features of an (H, W, 3) image, normalised as the branch does."""
+    image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+    return branch.encoder((image.float() - branch.mean) / branch.std)[0]
+
+
 def test_pixel_grid_front_end_sees_small_blocks_and_ignores_quarter_turns():
     """The pixelation branch's fixed features, on a real photo pixelated by OpenCV."""
     photo = np.ascontiguousarray(skimage.data.chelsea()[100:228, 100:228])
     branch = QualityBranch("pixel_grid")
 
-    def features(pixels: np.ndarray) -> torch.Tensor:  # as the branch normalises them
-        image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
-        return branch.encoder((image.float() - branch.mean) / branch.std)[0]
+    def features(pixels: np.ndarray) -> torch.Tensor:
+        return _front_end_features(branch, pixels)
 
     def pixelated(block: float) -> np.ndarray:
         small = cv2.resize(photo, None, fx=1 / block, fy=1 / block, interpolation=cv2.INTER_AREA)
@@ -116,6 +121,24 @@ def test_pixel_grid_front_end_sees_small_blocks_and_ignores_quarter_turns():
     assert shares[0] < shares[1] < shares[2]
     turned = np.rot90(pixelated(1.5)).copy()
     assert torch.allclose(features(turned), features(pixelated(1.5)), atol=1e-6)
+
+
+def test_noise_front_end_reads_fine_detail_apart_from_texture_and_ignores_quarter_turns():
+    """The noise branch's fixed features, on a real photo with NumPy's Gaussian noise."""
+    photo = np.ascontiguousarray(skimage.data.chelsea()[100:228, 100:228])
+    branch = QualityBranch("noise_residual")
+
+    def features(pixels: np.ndarray) -> torch.Tensor:
+        return _front_end_features(branch, pixels)
+
+    noise = np.random.default_rng(0).normal(0, 12, photo.shape)
+    noisy = np.clip(photo + noise, 0, 255).round().astype(np.uint8)
+    fine, coarse = 2, 6  # log median |diagonal detail| of luma, at full and half scale
+    clean, damaged = features(photo), features(noisy)
+    assert damaged[fine] > clean[fine] + 0.5
+    # white noise halves one scale coarser, the photo's texture does not
+    assert (damaged[fine] - damaged[coarse]) - (clean[fine] - clean[coarse]) > 0.3
+    assert torch.allclose(features(np.rot90(noisy)), damaged, atol=1e-5)
 
 
 def test_ranking_loss_rewards_the_right_order_and_ignores_cross_pairs_at_weight_zero():
