@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_PLUGINS_DIR := $(CURDIR)/.plugins
 
-.PHONY: setup demo test test-fast lint app clean
+.PHONY: setup demo test test-fast lint app worker clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,3 +25,7 @@ clean:
 
 app: setup
 	$(PY) -m siamese_quality.demo --data-dir data/demo --app
+
+# runs the operations scheduled from the App (or queued by score(..., num_shards=N))
+worker: setup
+	.venv/bin/fiftyone delegated launch

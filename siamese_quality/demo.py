@@ -171,6 +171,26 @@ def results_table(infos: list) -> str:
     )
 
 
+WORKER_COMMAND = "make worker   (or: fiftyone delegated launch, with FIFTYONE_PLUGINS_DIR set)"
+
+
+def enable_scheduling() -> None:
+    """Lets the App queue delegated operations ("Schedule"): open-source FiftyOne 1.22
+    offers it only with ``allow_legacy_orchestrators``. Set before the App server starts
+    (it inherits the environment)."""
+    os.environ["FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"] = "true"
+    fo.config.allow_legacy_orchestrators = True
+
+
+def launch_app(dataset: fo.Dataset, port: int) -> None:
+    """Opens the App on ``dataset`` with scheduling enabled, and waits."""
+    enable_scheduling()
+    session = fo.launch_app(dataset, port=port, address="127.0.0.1", auto=False)
+    print(f"FiftyOne App on {session.url} (Ctrl+C to stop)")
+    print(f"Scheduled operations (training, sharded scoring) run in a worker: {WORKER_COMMAND}")
+    session.wait(-1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -189,9 +209,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = build_demo_dataset(args.data_dir, args.dataset)
     if args.app:
-        session = fo.launch_app(dataset, port=args.port, address="127.0.0.1", auto=False)
-        print(f"FiftyOne App on {session.url} (Ctrl+C to stop)")
-        session.wait(-1)
+        launch_app(dataset, args.port)
         return
 
     operators, panels = registered_plugin_members()

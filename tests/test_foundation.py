@@ -99,3 +99,23 @@ def test_package_builds_as_a_wheel_with_the_app_modules(tmp_path):
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
     assert "siamese_quality/app/operators.py" in names
     assert not any(n.startswith("tests/") for n in names)
+
+
+def test_the_demo_app_can_schedule_operations():
+    """Open-source FiftyOne offers "Schedule" only with legacy orchestrators allowed."""
+    code = (
+        "import os, fiftyone as fo\n"
+        "from fiftyone.operators.executor import ExecutionOptions\n"
+        "from siamese_quality import demo\n"
+        "before = ExecutionOptions().orchestrator_registration_enabled\n"
+        "demo.enable_scheduling()\n"
+        "print(before, ExecutionOptions().orchestrator_registration_enabled,\n"
+        "      os.environ['FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    # before: the App would register an orchestrator first (NOT AVAILABLE); after: it queues
+    assert out.stdout.split()[-3:] == ["True", "False", "true"]

@@ -1,5 +1,6 @@
 """Operators through FiftyOne's own execution paths: immediate, delegated, sharded."""
 
+import json
 import os
 import subprocess
 import sys
@@ -295,3 +296,39 @@ def test_shards_of_a_300k_sample_view_stay_small_and_cover_it_exactly(
     with field_locks(str(dataset._doc.id), ["blur", "blur_raw"]):
         pass
     assert locks.count_documents(mine) == 0
+
+
+def test_forms_offer_the_view_target_and_actions_use_the_selection(image_dataset, tiny_model_files):
+    from fiftyone.operators.executor import ExecutionContext
+
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    filtered = image_dataset.limit(6)
+    selected = filtered.take(2, seed=1).values("id")  # in the App one selects what is shown
+    for name in ("train_quality_model", "score_quality", "tag_by_quality", "sort_by_quality"):
+        ctx = ExecutionContext(
+            request_params={
+                "dataset_name": image_dataset.name,
+                "view": filtered._serialize(),
+                "selected": selected,
+                "params": {"keys": ["blur"], "field": "blur"},
+            }
+        )
+        form = json.dumps(foo.get_operator(_uri(name)).resolve_input(ctx).to_json())
+        assert "view_target" in form and "SELECTED_SAMPLES" in form, name
+    result = foo.execute_operator(
+        _uri("tag_by_quality"),
+        ctx={
+            "dataset": image_dataset,
+            "view": filtered,
+            "selected": selected,
+            "params": {
+                "field": "blur",
+                "threshold": -1.0,  # every sample is beyond it
+                "tag": "picked",
+                "view_target": "SELECTED_SAMPLES",
+            },
+        },
+    )
+    assert result.error is None, result.error
+    assert set(image_dataset.match_tags("picked").values("id")) == set(selected)

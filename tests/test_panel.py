@@ -2,6 +2,7 @@
 
 import json
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
 
@@ -29,15 +30,19 @@ def _call(
         },
     )
     assert result.error is None, result.error
-    out = {"state": dict(state or {}), "data": {}, "render": None, "triggers": []}
+    out = {"state": dict(state or {}), "data": {}, "render": None, "triggers": [], "data_ops": []}
     for request in result.executor.to_json()["requests"]:
         name, p = request["operator_uri"].split("/")[-1], request["params"]
         if name == "set_panel_state":
             out["state"].update(p["state"])
         elif name == "patch_panel_state":
             out["state"].update(p["state"])
-        elif name in ("set_panel_data", "patch_panel_data"):
+        elif name == "set_panel_data":  # replaces everything the browser holds
+            out["data"] = dict(p["data"])
+            out["data_ops"].append(name)
+        elif name == "patch_panel_data":  # merges into it
             out["data"].update(p["data"])
+            out["data_ops"].append(name)
         elif name == "show_panel_output":
             out["render"] = p["output"]
         else:
@@ -113,12 +118,39 @@ def test_clicking_a_bar_filters_to_its_range(scored_dataset):
     assert any("Match" in s["_cls"] for s in set_view["params"]["view"])
 
 
-def test_tag_beyond_threshold_tags_samples(scored_dataset):
+def test_tag_beyond_threshold_tags_only_samples_in_the_view(scored_dataset):
     state = _call(scored_dataset, "on_load")["state"]
     values = sorted(scored_dataset.values("blur"))
     state["threshold"] = values[5]
-    _call(scored_dataset, "tag_beyond", state)
-    assert scored_dataset.match_tags("low_blur").count() == sum(v > values[5] for v in values)
+    shown = scored_dataset.sort_by("blur", reverse=True).limit(3)  # what the user looks at
+    _call(scored_dataset, "tag_beyond", state, view=shown)
+    assert set(scored_dataset.match_tags("worst_blur").values("id")) == set(shown.values("id"))
+
+
+def test_actions_keep_the_users_filter(scored_dataset):
+    state = _call(scored_dataset, "on_load")["state"]
+    edges = state["edges"]
+    shown = scored_dataset.match(fo.ViewField("blur") <= edges[len(edges) // 2])
+    out = _call(scored_dataset, "worst_first", state, view=shown)
+    (set_view,) = [t for t in out["triggers"] if t["operator_uri"].endswith("set_view")]
+    sorted_view = fo.DatasetView._build(scored_dataset, set_view["params"]["view"])
+    assert sorted_view.values("blur") == sorted(shown.values("blur"), reverse=True)
+
+
+def test_switching_models_replaces_every_chart_with_the_chosen_models_points(
+    scored_dataset, tiny_model_files
+):
+    sq.import_model(scored_dataset, tiny_model_files["rotation"], key="rotation")
+    state = _call(scored_dataset, "on_load")["state"]
+    out = _call(scored_dataset, "on_change_model", state, params={"value": "rotation"})
+    assert out["data_ops"] == ["set_panel_data"]  # a patch would keep blur's extra points
+    replaced = out["data"]
+    calibration = sq.runs.load_results(scored_dataset, "rotation")["calibration"]
+    curve = replaced["calibration"][3]
+    assert curve["x"] == calibration["x"]  # exactly the stored points, none left over
+    assert replaced["distribution"] == []  # rotation has not scored this dataset
+    # two-sided: the largest severity is the range's half, not its width
+    assert out["state"]["severity_max"] == 15.0
 
 
 def test_model_not_scored_yet_offers_scoring(image_dataset, tiny_model_files):

@@ -156,7 +156,7 @@ class TrainModel(foo.Operator):
         if chosen_resolution is not None and chosen_resolution < 32:
             _invalid(resolution, "The working resolution must be at least 32 px")
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
-        ctx.target_view()  # adds the view-target choice
+        inputs.view_target(ctx, action_description="Train on")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -255,7 +255,7 @@ class ScoreSamples(foo.Operator):
             description="Split into this many delegated operations (for several "
             "workers); 1 scores in this operation",
         )
-        ctx.target_view()
+        inputs.view_target(ctx, action_description="Score")
         return types.Property(inputs)
 
     def resolve_delegation(self, ctx):
@@ -338,7 +338,7 @@ class EvaluateModel(foo.Operator):
             default="reference",
             description="'alternative' distorts with an independent library",
         )
-        ctx.target_view()
+        inputs.view_target(ctx, action_description="Evaluate on")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -499,6 +499,7 @@ class SortByQuality(foo.Operator):
             _dropdown(
                 inputs, "order", ["worst first", "best first"], "Order", default="worst first"
             )
+            inputs.view_target(ctx, action_description="Sort")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -537,6 +538,7 @@ class FilterByQuality(foo.Operator):
             )
             if not 0 < _param(ctx, "percent", 10.0) <= 100:
                 _invalid(percent, "Choose a percentage above 0 and at most 100")
+        inputs.view_target(ctx, action_description="Filter")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -572,10 +574,10 @@ class TagByQuality(foo.Operator):
             description="Severity in the field's unit: distance from undistorted "
             "(e.g. blur sigma in px, |tilt| in degrees)",
         )
-        tag = inputs.str("tag", default=f"low_{field}", required=True, label="Tag")
-        if not (ctx.params.get("tag") or f"low_{field}").strip():
+        tag = inputs.str("tag", default=f"worst_{field}", required=True, label="Tag")
+        if not (ctx.params.get("tag") or f"worst_{field}").strip():
             _invalid(tag, "The tag must not be empty")
-        ctx.target_view()
+        inputs.view_target(ctx, action_description="Tag")
         return types.Property(inputs)
 
     def execute(self, ctx):

@@ -49,6 +49,29 @@ def _scored_field(dataset, config: dict) -> str | None:
     return scored[0] if scored else None
 
 
+def _evidence_traces(calibration: dict, points: dict) -> dict[str, list[dict]]:
+    """The calibration and correlation charts' traces of a model's stored results."""
+    band = calibration.get("band_x", [])
+    magnitudes = points.get("magnitude", [])
+    low, high = (min(magnitudes), max(magnitudes)) if magnitudes else (0, 1)
+    return {
+        "calibration": [
+            _line(
+                "80 % band", band, calibration.get("band_low", []), {"width": 0}, showlegend=False
+            ),
+            _line(
+                "80 % band", band, calibration.get("band_high", []), {"width": 0}, fill="tonexty"
+            ),
+            _markers("held-out copies", points.get("score", []), magnitudes),
+            _line("calibration", calibration.get("x", []), calibration.get("y", []), {"width": 3}),
+        ],
+        "correlation": [
+            _markers("held-out copies", magnitudes, points.get("predicted", [])),
+            _line("perfect", [low, high], [low, high], {"dash": "dash"}),
+        ],
+    }
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -82,7 +105,7 @@ class QualityPanel(foo.Panel):
         self.on_load(ctx)
 
     def on_change_view(self, ctx):
-        self._refresh_distribution(ctx, self._field(ctx))
+        self._refresh(ctx)
 
     def on_change_model(self, ctx):
         ctx.panel.state.model = ctx.params.get("value")
@@ -96,68 +119,55 @@ class QualityPanel(foo.Panel):
         key = ctx.panel.state.model
         return key if key and key in runs.list_model_keys(ctx.dataset) else None
 
-    def _field(self, ctx) -> str | None:
-        """The model's calibrated field on this dataset (None until it scored)."""
-        from siamese_quality import runs
-
-        key = self._model_key(ctx)
-        return (
-            None if key is None else _scored_field(ctx.dataset, runs.run_config(ctx.dataset, key))
-        )
-
     def _refresh(self, ctx):
+        """Redraws every chart from the chosen model's stored results.
+
+        The panel's whole data is replaced (``set_panel_data``): data patches merge into
+        what the browser holds, and a model's shorter traces kept another's extra points.
+        """
         from siamese_quality import runs
 
         key = self._model_key(ctx)
         if key is None:
             ctx.panel.state.field = None
+            ctx.ops.set_panel_data({})
             return
         config = runs.run_config(ctx.dataset, key)
         results = runs.load_results(ctx.dataset, key)  # once per refresh: a GridFS read
         evaluation = results.get("evaluation") or {}
-        points = evaluation.get("points") or {}
-        calibration = results.get("calibration") or {}
-        unit = config["unit"]
-        metrics = evaluation.get("metrics") or {}
-        baseline = evaluation.get("baseline") or {}
-        ctx.panel.state.summary = self._summary_markdown(key, config, metrics, baseline)
-
-        band = calibration.get("band_x", [])
-        ctx.panel.data.calibration = [
-            _line(
-                "80 % band", band, calibration.get("band_low", []), {"width": 0}, showlegend=False
-            ),
-            _line(
-                "80 % band", band, calibration.get("band_high", []), {"width": 0}, fill="tonexty"
-            ),
-            _markers("held-out copies", points.get("score", []), points.get("magnitude", [])),
-            _line("calibration", calibration.get("x", []), calibration.get("y", []), {"width": 3}),
-        ]
-
-        magnitudes = points.get("magnitude", [])
-        low, high = (min(magnitudes), max(magnitudes)) if magnitudes else (0, 1)
-        ctx.panel.data.correlation = [
-            _markers("held-out copies", magnitudes, points.get("predicted", [])),
-            _line("perfect", [low, high], [low, high], {"dash": "dash"}),
-        ]
-        ctx.panel.state.unit = unit
-        distortion = config.get("distortion") or {}
-        ctx.panel.state.severity_max = float(
-            distortion.get("high", 1.0) - distortion.get("low", 0.0)
+        ctx.panel.state.summary = self._summary_markdown(
+            key, config, evaluation.get("metrics") or {}, evaluation.get("baseline") or {}
         )
-        self._refresh_distribution(ctx, _scored_field(ctx.dataset, config))
-
-    def _refresh_distribution(self, ctx, field: str | None):
+        ctx.panel.state.unit = config["unit"]
+        distortion = config.get("distortion") or {}
+        # the largest severity a value can have: two-sided tasks reach it on either side
+        identity = distortion.get("identity", distortion.get("low", 0.0))
+        ctx.panel.state.severity_max = float(
+            max(
+                abs(distortion.get("high", 1.0) - identity),
+                abs(identity - distortion.get("low", 0.0)),
+            )
+        )
+        field = _scored_field(ctx.dataset, config)
         ctx.panel.state.field = field
+        ctx.ops.set_panel_data(
+            {
+                **_evidence_traces(
+                    results.get("calibration") or {}, evaluation.get("points") or {}
+                ),
+                "distribution": self._distribution(ctx, field),
+            }
+        )
+
+    def _distribution(self, ctx, field: str | None) -> list[dict]:
+        """The histogram of ``field`` over the current view (one bar trace)."""
         if field is None:
-            ctx.panel.data.distribution = []
-            return
-        view = ctx.view
-        counts, edges, _ = view.histogram_values(field, bins=HISTOGRAM_BINS)
+            return []
+        counts, edges, _ = ctx.view.histogram_values(field, bins=HISTOGRAM_BINS)
         centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
         ctx.panel.state.edges = list(edges)
         ctx.panel.state.scored = int(sum(counts))
-        ctx.panel.data.distribution = [
+        return [
             {
                 "type": "bar",
                 "name": field,
@@ -198,28 +208,26 @@ class QualityPanel(foo.Panel):
     def worst_first(self, ctx):
         from siamese_quality import actions
 
-        self._set_view(ctx, actions.worst_first(ctx.dataset, ctx.panel.state.field))
+        self._set_view(ctx, actions.worst_first(ctx.view, ctx.panel.state.field))
 
     def best_first(self, ctx):
         from siamese_quality import actions
 
-        self._set_view(
-            ctx, actions.worst_first(ctx.dataset, ctx.panel.state.field, best_first=True)
-        )
+        self._set_view(ctx, actions.worst_first(ctx.view, ctx.panel.state.field, best_first=True))
 
     def show_worst_percent(self, ctx):
         from siamese_quality import actions
 
         percent = float(ctx.panel.state.percent or 10.0)
-        self._set_view(ctx, actions.worst_percent(ctx.dataset, ctx.panel.state.field, percent))
+        self._set_view(ctx, actions.worst_percent(ctx.view, ctx.panel.state.field, percent))
 
     def tag_beyond(self, ctx):
         from siamese_quality import actions
 
         field = ctx.panel.state.field
         threshold = float(ctx.panel.state.threshold or 0.0)
-        tag = f"low_{field}"
-        count = actions.tag_beyond(ctx.dataset, field, threshold, tag)
+        tag = f"worst_{field}"
+        count = actions.tag_beyond(ctx.view, field, threshold, tag)
         ctx.ops.notify(f"Tagged {count} samples '{tag}'")
         ctx.ops.reload_dataset()
 
@@ -233,7 +241,7 @@ class QualityPanel(foo.Panel):
         index = ctx.params.get("idx")
         if index is None or not 0 <= index < len(edges) - 1:
             return
-        view = actions.in_range(ctx.dataset, ctx.panel.state.field, edges[index], edges[index + 1])
+        view = actions.in_range(ctx.view, ctx.panel.state.field, edges[index], edges[index + 1])
         self._set_view(ctx, view)
 
     def on_percent(self, ctx):
