@@ -332,3 +332,26 @@ def test_forms_offer_the_view_target_and_actions_use_the_selection(image_dataset
     )
     assert result.error is None, result.error
     assert set(image_dataset.match_tags("picked").values("id")) == set(selected)
+
+
+def test_forms_follow_their_own_fields(image_dataset, tiny_model_files):
+    from fiftyone.operators.executor import ExecutionContext
+
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.import_model(image_dataset, tiny_model_files["rotation"], key="rotation")
+
+    def form(name: str, params: dict) -> str:
+        operator = foo.get_operator(_uri(name))
+        assert operator.config.dynamic, name  # the App re-resolves it on every change
+        ctx = ExecutionContext(
+            request_params={"dataset_name": image_dataset.name, "params": params}
+        )
+        return json.dumps(operator.resolve_input(ctx).to_json())
+
+    assert "Deletes model 'rotation'" in form("delete_quality_model", {"key": "rotation"})
+    assert "Deletes model 'blur'" in form("delete_quality_model", {"key": "blur"})
+    # the key follows the distortion until the user types one
+    noise = form("train_quality_model", {"task": "noise"})
+    assert "empty: 'noise'" in noise and '"default": "blur"' not in noise
+    assert "A model 'blur' exists" in form("train_quality_model", {"task": "blur"})
+    assert "A model 'blur' exists" not in form("train_quality_model", {"task": "noise"})

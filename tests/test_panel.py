@@ -82,7 +82,8 @@ def test_charts_hold_the_models_evidence_and_the_views_distribution(scored_datas
     for text in (
         "Calibration",
         "Magnitude correlation",
-        "true magnitude (px",
+        "true magnitude: px of the stored image (Gaussian sigma)",
+        "Held-out numbers rest on 2 image(s). **Too few to mean much**",
         "variance of the Laplacian",
         "0.955",
         "Worst first",

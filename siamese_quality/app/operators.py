@@ -84,6 +84,7 @@ class TrainModel(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="train_quality_model",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: train model",
             description="Train a self-supervised quality model on the images (no labels)",
             allow_immediate_execution=True,
@@ -114,10 +115,8 @@ class TrainModel(foo.Operator):
         )
         key_prop = inputs.str(
             "key",
-            default=task,
-            required=True,
             label="Model key",
-            description="Name of the model on this dataset",
+            description=f"Name of the model on this dataset (empty: '{task}', the distortion)",
         )
         key = ctx.params.get("key") or task
         overwrite = bool(ctx.params.get("overwrite", False))
@@ -199,6 +198,7 @@ class ScoreSamples(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="score_quality",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: score samples",
             description="Write calibrated quality fields with one or several models",
             execute_as_generator=True,
@@ -320,6 +320,7 @@ class EvaluateModel(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="evaluate_quality_model",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: evaluate model",
             description="Re-measure a model's calibration and correlation on these images",
             allow_immediate_execution=True,
@@ -367,6 +368,7 @@ class DeleteModel(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="delete_quality_model",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: delete model",
             description="Delete a model, its weights and the fields it wrote",
         )
@@ -399,6 +401,7 @@ class ExportModel(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="export_quality_model",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: export model",
             description="Write a model to a file that can be imported into another dataset",
         )
@@ -435,6 +438,7 @@ class ImportModel(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="import_quality_model",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: import model",
             description="Add an exported model file to this dataset",
         )
@@ -519,6 +523,7 @@ class FilterByQuality(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="filter_by_quality",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: filter by quality",
             description="Keep a range of values, or the worst N %",
         )
@@ -558,6 +563,7 @@ class TagByQuality(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="tag_by_quality",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: tag by quality",
             description="Tag samples worse than a threshold",
         )

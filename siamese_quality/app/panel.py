@@ -17,6 +17,8 @@ from siamese_quality import PLUGIN_NAME
 
 PANEL_NAME = "quality_panel"
 HISTOGRAM_BINS = 30
+# held-out metrics from fewer images than this are flagged as meaning little
+MIN_TRUSTED_IMAGES = 5
 # plotly.js 3 ignores string titles: {"text": ...} everywhere
 _MARGIN = {"t": 40, "b": 50, "l": 60, "r": 20}
 
@@ -135,8 +137,13 @@ class QualityPanel(foo.Panel):
         config = runs.run_config(ctx.dataset, key)
         results = runs.load_results(ctx.dataset, key)  # once per refresh: a GridFS read
         evaluation = results.get("evaluation") or {}
+        held_out_images = len(set((evaluation.get("points") or {}).get("image") or []))
         ctx.panel.state.summary = self._summary_markdown(
-            key, config, evaluation.get("metrics") or {}, evaluation.get("baseline") or {}
+            key,
+            config,
+            evaluation.get("metrics") or {},
+            evaluation.get("baseline") or {},
+            held_out_images,
         )
         ctx.panel.state.unit = config["unit"]
         distortion = config.get("distortion") or {}
@@ -178,7 +185,7 @@ class QualityPanel(foo.Panel):
         ]
 
     @staticmethod
-    def _summary_markdown(key, config, metrics, baseline) -> str:
+    def _summary_markdown(key, config, metrics, baseline, held_out_images: int) -> str:
         from siamese_quality.texts import PUBLISHED_CORRELATIONS, describe
 
         published = PUBLISHED_CORRELATIONS.get(config["task"])
@@ -198,6 +205,12 @@ class QualityPanel(foo.Panel):
             )
         if published is not None:
             lines.append(f"| published write-up | {published:.3f} | - | - |")
+        lines += ["", f"Held-out numbers rest on {held_out_images} image(s)."]
+        if held_out_images < MIN_TRUSTED_IMAGES:
+            lines[-1] += (
+                f" **Too few to mean much** (fewer than {MIN_TRUSTED_IMAGES}): train on more "
+                "images, or re-measure with the evaluate operator on images the model never saw."
+            )
         return "\n".join(lines)
 
     # --- actions ---------------------------------------------------------------------
@@ -294,7 +307,7 @@ class QualityPanel(foo.Panel):
             layout={
                 "title": _title("Calibration: true magnitude vs branch score"),
                 "xaxis": {"title": _title("branch score (raw)")},
-                "yaxis": {"title": _title(f"true magnitude ({unit})")},
+                "yaxis": {"title": _title(f"true magnitude: {unit}")},
                 "margin": _MARGIN,
                 "height": 320,
             },
@@ -303,8 +316,8 @@ class QualityPanel(foo.Panel):
             "correlation",
             layout={
                 "title": _title("Magnitude correlation (held-out images)"),
-                "xaxis": {"title": _title(f"true magnitude ({unit})")},
-                "yaxis": {"title": _title(f"predicted magnitude ({unit})")},
+                "xaxis": {"title": _title(f"true magnitude: {unit}")},
+                "yaxis": {"title": _title(f"predicted magnitude: {unit}")},
                 "margin": _MARGIN,
                 "height": 320,
             },
@@ -329,7 +342,7 @@ class QualityPanel(foo.Panel):
                     f"{field} over the current view "
                     f"({ctx.panel.state.scored or 0} scored; click a bar to filter)"
                 ),
-                "xaxis": {"title": _title(f"{field} ({unit})")},
+                "xaxis": {"title": _title(f"{field}: {unit}")},
                 "yaxis": {"title": _title("samples")},
                 "margin": _MARGIN,
                 "height": 300,
@@ -357,7 +370,7 @@ class QualityPanel(foo.Panel):
             default=ctx.panel.state.threshold or 0.0,
             min=0.0,
             max=ctx.panel.state.severity_max or 1.0,
-            label=f"Tag threshold (severity, {unit})",
+            label=f"Tag threshold: severity in {unit}",
             view=types.SliderView(),
             on_change=self.on_threshold,
         )
