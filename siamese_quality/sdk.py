@@ -251,6 +251,19 @@ _FIELD_TYPES = {
 }
 
 
+def _file_state(path: str) -> str | None:
+    """``"size:mtime_ns"`` of a file, or None if it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _fingerprint(file_state: str | None, model_sha256: str) -> str | None:
+    return None if file_state is None else f"{file_state}:{model_sha256[:16]}"
+
+
 def file_fingerprint(path: str, model_sha256: str) -> str | None:
     """``"size:mtime_ns:model"`` of a file scored by the model whose weights have
     ``model_sha256`` (its first 16 hex digits), or None if the file cannot be read.
@@ -258,11 +271,7 @@ def file_fingerprint(path: str, model_sha256: str) -> str | None:
     A value counts as unchanged only if both the file and the model are the ones that
     wrote it: a retrained or re-imported model rescores everything.
     """
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{model_sha256[:16]}"
+    return _fingerprint(_file_state(path), model_sha256)
 
 
 def _model_sha256(samples: Samples, key: str) -> str:
@@ -391,8 +400,9 @@ def _samples_to_score(
 ) -> tuple[list[str], list[str], dict[str, list[str | None]]]:
     """(ids, paths, {field: current fingerprints}) of the samples this run must score."""
     ids, paths = plan.samples.values(["id", "filepath"])
+    states = [_file_state(p) for p in paths]  # one stat per file, whatever the models
     shas = {name: _model_sha256(plan.samples, key) for key, name in plan.fields.items()}
-    fingerprints = {name: [file_fingerprint(p, sha) for p in paths] for name, sha in shas.items()}
+    fingerprints = {name: [_fingerprint(st, sha) for st in states] for name, sha in shas.items()}
     if not plan.skip_unchanged:
         return ids, paths, fingerprints
     dataset = _dataset(plan.samples)

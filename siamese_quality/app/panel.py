@@ -107,7 +107,18 @@ class QualityPanel(foo.Panel):
         self.on_load(ctx)
 
     def on_change_view(self, ctx):
-        self._refresh(ctx)
+        from siamese_quality import runs
+
+        key = self._model_key(ctx)
+        field = (
+            None if key is None else _scored_field(ctx.dataset, runs.run_config(ctx.dataset, key))
+        )
+        if field is None or field != ctx.panel.state.field:
+            self._refresh(ctx)  # the model's field appeared or changed: redraw everything
+            return
+        # only the histogram follows the view; its one trace always has HISTOGRAM_BINS
+        # bars, so a patch replaces every bar (no GridFS read of the model's results)
+        ctx.panel.data.distribution = self._distribution(ctx, field)
 
     def on_change_model(self, ctx):
         ctx.panel.state.model = ctx.params.get("value")
