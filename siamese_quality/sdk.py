@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -465,6 +466,7 @@ def _score_plan(plan: ScoringPlan):
             "message": "nothing to score" + (f" ({skipped} unchanged)" if skipped else ""),
         }
 
+    started = time.monotonic()
     with field_locks(str(dataset._doc.id), plan.targets(), plan.job) as locks:
         # again, under the locks: a field created since the plan was checked (by the
         # user or another process) is not ours to write
@@ -530,6 +532,8 @@ def _score_plan(plan: ScoringPlan):
         "fields": dict(plan.fields),
         "message": _summary_message(total, scored, kinds),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        # what the App's score form bases its expected duration on
+        "seconds": round(time.monotonic() - started, 3),
     }
 
     def record(results: dict) -> None:
@@ -551,7 +555,7 @@ def _null_values(plan: ScoringPlan) -> dict[str, None]:
 
 
 MAX_STORED_FAILURES = 1000
-_SUMMED = ("samples", "scored", "failed", "skipped_unchanged")
+_SUMMED = ("samples", "scored", "failed", "skipped_unchanged", "seconds")
 
 
 def _merged_scoring(previous: dict | None, summary: dict, failures: list, job: str | None) -> dict:
@@ -561,7 +565,7 @@ def _merged_scoring(previous: dict | None, summary: dict, failures: list, job: s
     if job is None or not previous or previous.get("job") != job:
         return record
     for name in _SUMMED:
-        record[name] = previous.get(name, 0) + summary[name]
+        record[name] = previous.get(name, 0) + summary.get(name, 0)
     kinds = dict(previous.get("failure_kinds") or {})
     for kind, count in summary["failure_kinds"].items():
         kinds[kind] = kinds.get(kind, 0) + count

@@ -21,3 +21,22 @@ def describe(view) -> str:
             f"spread over it ({view['quantile']:.0%} quantile of the patch scores)"
         )
     return f"read from the whole image resized to {view['resolution']} px (shorter side)"
+
+
+def training_summary(
+    key: str, unit: str, metrics: dict, baseline: dict | None, images: int, minimum: int = 5
+) -> str:
+    """One sentence on a trained model's held-out numbers, for a toast or a log line."""
+
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    text = (
+        f"Trained '{key}' ({unit}): held-out Spearman {number(metrics.get('spearman'))}, "
+        f"mean error {number(metrics.get('mae'))} {unit}, on {images} image(s)"
+    )
+    if baseline:
+        text += f"; {baseline['name']}: Spearman {number(baseline.get('spearman'))}"
+    if images < minimum:
+        text += f". Too few images to mean much (fewer than {minimum})"
+    return text + "."

@@ -71,7 +71,30 @@ def test_score_operator_immediate_writes_fields_and_reloads(image_dataset, tiny_
     )
     assert result.error is None, result.error
     assert image_dataset.count("blur") == 12
-    assert _triggered(result, "reload_dataset") and _triggered(result, "set_progress")
+    assert _triggered(result, "reload_dataset")
+    # the App's progress dialog would stay at "100 % Done" until closed by hand
+    assert not _triggered(result, "set_progress")
+    (toast,) = _triggered(result, "notify")
+    assert toast["params"]["message"] == "blur: scored 12 of 12 samples"  # names the model
+
+
+def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
+    from fiftyone.operators.executor import ExecutionContext
+
+    def form(name: str, params: dict) -> str:
+        ctx = ExecutionContext(
+            request_params={"dataset_name": image_dataset.name, "params": params}
+        )
+        return json.dumps(foo.get_operator(_uri(name)).resolve_input(ctx).to_json())
+
+    assert "up to 30 s of training" in form("train_quality_model", {"max_seconds": 30.0})
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    assert "for 12 samples (from a typical 2-core CPU)" in form("score_quality", {})
+    sq.score(image_dataset, key="blur", progress=False)
+    record = sq.runs.load_results(image_dataset, "blur")["scoring"]
+    assert record["seconds"] > 0
+    # once measured, the estimate follows this machine's own rate
+    assert "for 12 samples (from the last scoring of these models)" in form("score_quality", {})
 
 
 def test_score_operator_delegated_on_a_view(image_dataset, tiny_model_files):

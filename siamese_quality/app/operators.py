@@ -76,6 +76,18 @@ def _images_only(ctx, inputs) -> bool:
     return True
 
 
+def _training_summary(dataset, info) -> str:
+    from siamese_quality import runs
+    from siamese_quality.app.panel import MIN_TRUSTED_IMAGES
+    from siamese_quality.texts import training_summary
+
+    points = (runs.load_results(dataset, info.key).get("evaluation") or {}).get("points") or {}
+    images = len(set(points.get("image") or []))
+    return training_summary(
+        info.key, info.unit, info.metrics, info.baseline, images, MIN_TRUSTED_IMAGES
+    )
+
+
 # --- training ------------------------------------------------------------------------
 
 
@@ -156,6 +168,15 @@ class TrainModel(foo.Operator):
             _invalid(resolution, "The working resolution must be at least 32 px")
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         inputs.view_target(ctx, action_description="Train on")
+        budget = _param(ctx, "max_seconds", 120.0)
+        inputs.view(
+            "duration",
+            types.Notice(
+                label=f"Expected duration: up to {budget:g} s of training, then calibration "
+                "and evaluation on held-out images. Execute keeps the App waiting that long; "
+                "Schedule hands it to a worker (make worker) and the panel shows its progress."
+            ),
+        )
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -180,14 +201,10 @@ class TrainModel(foo.Operator):
             **options,
         )
         if not ctx.delegated:
+            # a toast, not a result dialog to close by hand; the panel redraws by itself
+            ctx.ops.notify(_training_summary(ctx.dataset, info), variant="success")
             ctx.ops.reload_dataset()
         return {"key": info.key, "metrics": info.metrics, "baseline": info.baseline}
-
-    def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("key", label="Model")
-        outputs.obj("metrics", label="Held-out metrics", view=types.JSONView())
-        return types.Property(outputs)
 
 
 # --- scoring -------------------------------------------------------------------------
@@ -256,6 +273,11 @@ class ScoreSamples(foo.Operator):
             "workers); 1 scores in this operation",
         )
         inputs.view_target(ctx, action_description="Score")
+        chosen = ctx.params.get("keys") or keys
+        inputs.view(
+            "duration",
+            types.Notice(label=_expected_scoring(ctx.dataset, chosen, ctx.target_view().count())),
+        )
         return types.Property(inputs)
 
     def resolve_delegation(self, ctx):
@@ -294,13 +316,39 @@ class ScoreSamples(foo.Operator):
             except StopIteration as done:
                 summary = done.value
                 break
+            # immediate runs show no progress: the App's progress dialog stays open at
+            # "100 %" until closed by hand; the form states the expected duration instead
             if ctx.delegated:
-                ctx.set_progress(progress=fraction)
-            else:
-                yield ctx.ops.set_progress(progress=fraction)
+                ctx.set_progress(progress=fraction, label=f"{', '.join(keys)}: scoring")
         if not ctx.delegated:
             yield ctx.ops.reload_dataset()
-            yield ctx.ops.notify(summary["message"])
+            yield ctx.ops.notify(f"{', '.join(keys)}: {summary['message']}", variant="success")
+
+
+# measured by benchmarks/throughput.py: three local models on 3-MP JPEGs, 2 CPU cores
+_TYPICAL_IMAGES_PER_SECOND = 50
+
+
+def _expected_scoring(dataset, keys: list[str], count: int) -> str:
+    """The expected duration of scoring ``count`` samples, from the slowest of these
+    models' last scoring on this machine, else the benchmark's rate."""
+    from siamese_quality import runs
+
+    per_sample = []
+    for key in keys:
+        if key not in runs.list_model_keys(dataset):
+            continue
+        record = runs.load_results(dataset, key).get("scoring") or {}
+        if record.get("seconds") and record.get("samples"):
+            per_sample.append(record["seconds"] / record["samples"])
+    if per_sample:
+        seconds, basis = count * max(per_sample), "the last scoring of these models"
+    else:
+        seconds, basis = count / _TYPICAL_IMAGES_PER_SECOND, "a typical 2-core CPU"
+    return (
+        f"Expected duration: about {max(seconds, 1):.0f} s for {count} samples (from {basis}). "
+        "Execute keeps the App waiting that long; Schedule hands it to a worker."
+    )
 
 
 # --- evaluation and model management ------------------------------------------------
