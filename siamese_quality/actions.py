@@ -47,11 +47,21 @@ def severity(samples, field: str) -> fo.core.expressions.ViewExpression:
     return info["identity"] - value
 
 
+def _sorted_by_severity(samples, field: str, worst_first: bool = True) -> fo.DatasetView:
+    """``samples`` sorted by :func:`severity`. Where severity grows or falls with the
+    field itself (one-sided tasks, your own fields) the sort is on the field, which the
+    App's view bar shows by name (an expression shows as "···")."""
+    _require_numeric_field(samples, field)
+    info = _field_distortion(samples, field)
+    if info is None or field.endswith("_raw") or not info["two_sided"]:
+        larger_is_worse = info is None or field.endswith("_raw") or info["higher_is_worse"]
+        return samples.sort_by(field, reverse=worst_first == larger_is_worse)
+    return samples.sort_by(severity(samples, field), reverse=worst_first)
+
+
 def worst_first(samples, field: str, best_first: bool = False) -> fo.DatasetView:
     """``samples`` that have ``field``, sorted from the worst sample (or the best)."""
-    expression = severity(samples, field)
-    view = samples.exists(field)
-    return view.sort_by(expression, reverse=not best_first)
+    return _sorted_by_severity(samples.exists(field), field, worst_first=not best_first)
 
 
 def in_range(
@@ -71,11 +81,10 @@ def worst_percent(samples, field: str, percent: float) -> fo.DatasetView:
     """The worst ``percent`` % of the samples that have a value, worst first."""
     if not 0 < percent <= 100:
         raise ValueError(f"percent must be in (0, 100], got {percent!r}")
-    expression = severity(samples, field)
     scored = samples.exists(field)
     count = scored.count()
     keep = max(1, round(count * percent / 100)) if count else 0
-    return scored.sort_by(expression, reverse=True).limit(keep)
+    return _sorted_by_severity(scored, field).limit(keep)
 
 
 def severity_threshold(samples, field: str, threshold: float) -> fo.DatasetView:

@@ -75,8 +75,9 @@ def test_charts_hold_the_models_evidence_and_the_views_distribution(scored_datas
     assert band_high["fill"] == "tonexty"
     held_out, perfect = out["data"]["correlation"]
     assert held_out["x"] == points["magnitude"] and held_out["y"] == points["predicted"]
-    (bars,) = out["data"]["distribution"]
+    bars, clipped = out["data"]["distribution"]
     assert sum(bars["y"]) == 12 == out["state"]["scored"]
+    assert len(clipped["y"]) == 2  # a fixed length: view changes patch it in place
 
     rendered = json.dumps(out["render"])
     for text in (
@@ -145,6 +146,14 @@ def test_switching_models_replaces_every_chart_with_the_chosen_models_points(
     state = _call(scored_dataset, "on_load")["state"]
     out = _call(scored_dataset, "on_change_model", state, params={"value": "rotation"})
     assert out["data_ops"] == ["set_panel_data"]  # a patch would keep blur's extra points
+    # the App draws merge(state, data): the browser's copy of blur's traces is dropped
+    stale = _call(
+        scored_dataset,
+        "on_change_model",
+        {**state, "calibration": [{"x": [0] * 40}]},
+        params={"value": "rotation"},
+    )
+    assert stale["state"]["calibration"] is None
     replaced = out["data"]
     calibration = sq.runs.load_results(scored_dataset, "rotation")["calibration"]
     curve = replaced["calibration"][3]
@@ -186,3 +195,83 @@ def test_drawing_the_panel_and_listing_models_do_not_import_torch(
         "assert 'Calibration' in json.dumps(result.executor.to_json())\n"
     )
     assert not imports_torch_in_a_fresh_process(code)
+
+
+def test_the_state_line_says_what_the_grid_shows(scored_dataset):
+    state = _call(scored_dataset, "on_load")["state"]
+    assert (
+        "**Grid:** the whole dataset: 12 of 12 samples, 12 with a value of `blur`"
+        in (state["grid"])
+    )
+    shown = scored_dataset.limit(5)
+    out = _call(scored_dataset, "worst_first", state, view=shown)
+    (set_view,) = [t for t in out["triggers"] if t["operator_uri"].endswith("set_view")]
+    sorted_view = fo.DatasetView._build(scored_dataset, set_view["params"]["view"])
+    # the App sends the view it was given back with the next event
+    state = _call(scored_dataset, "on_change_view", out["state"], view=sorted_view)["state"]
+    assert "worst first by `blur`: 5 of 12 samples, 5 with a value" in state["grid"]
+    # a view the panel did not set is not described as the panel's
+    state = _call(scored_dataset, "on_change_view", state, view=sorted_view.skip(1))["state"]
+    assert "a view of your own: 4 of 12 samples" in state["grid"]
+
+
+def test_values_at_a_clipped_end_of_the_calibration_are_marked(scored_dataset):
+    calibration = sq.runs.load_results(scored_dataset, "blur")["calibration"]
+    top = max(calibration["y"])  # blur's calibration ends there; 0 px is a true floor
+    sample = scored_dataset.first()
+    sample["blur"] = top
+    sample.save()
+    state = _call(scored_dataset, "on_load")["state"]
+    assert state["clipped_at"] == [top]
+    bars, clipped = _call(scored_dataset, "on_load")["data"]["distribution"]
+    assert clipped["x"][0] == top and clipped["y"] == [1, 0]
+    assert f"**1 read exactly {top:.3g} px of the stored image" in state["grid"]
+
+
+def test_polling_picks_up_new_models_and_shows_queued_jobs(scored_dataset, tiny_model_files):
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    scored_dataset.persistent = True  # delegated operations name a stored dataset
+    state = _call(scored_dataset, "on_load")["state"]
+    quiet = _call(scored_dataset, "poll", state)
+    assert quiet["data_ops"] == []  # nothing changed: no chart is redrawn
+
+    sq.import_model(scored_dataset, tiny_model_files["rotation"], key="rotation")
+    out = _call(scored_dataset, "poll", state)
+    assert out["state"]["models"] == ["blur", "rotation"] and out["data_ops"] == ["set_panel_data"]
+    assert "rotation" in json.dumps(out["render"])  # the dropdown offers it
+
+    queued = sq.score(scored_dataset, key="rotation", num_shards=2)["queued"]
+    try:
+        out = _call(scored_dataset, "poll", out["state"])
+        assert out["state"]["jobs"].count(": queued") == 2, out["state"]["jobs"]
+        assert "waiting for a worker" in json.dumps(out["render"])
+    finally:
+        for operation in queued:
+            DelegatedOperationService().delete_operation(ObjectId(operation))
+    out = _call(scored_dataset, "poll", out["state"])
+    assert out["state"]["jobs"] == "" and out["data_ops"] == ["set_panel_data"]
+
+
+def _shown(dataset, out) -> fo.DatasetView:
+    """The view the App shows after a panel action (what it sends back next time)."""
+    (set_view,) = [t for t in out["triggers"] if t["operator_uri"].endswith("set_view")]
+    return fo.DatasetView._build(dataset, set_view["params"]["view"])
+
+
+def test_a_second_worst_percent_replaces_the_first_and_a_bar_filter_stays(scored_dataset):
+    state = _call(scored_dataset, "on_load")["state"]
+    out = _call(scored_dataset, "show_worst_percent", {**state, "percent": 50.0})
+    half = _shown(scored_dataset, out)
+    assert half.count() == 6
+    out = _call(scored_dataset, "show_worst_percent", {**out["state"], "percent": 25.0}, view=half)
+    assert _shown(scored_dataset, out).count() == 3  # 25 % of 12, not of the 6 shown
+
+    # a bar click filters; the order actions then keep that filter
+    state = _call(scored_dataset, "on_load")["state"]
+    index = max(range(len(state["edges"]) - 1), key=lambda i: state["edges"][i])  # last bar
+    out = _call(scored_dataset, "on_bar_click", state, params={"idx": index})
+    in_bar = _shown(scored_dataset, out)
+    out = _call(scored_dataset, "worst_first", out["state"], view=in_bar)
+    assert set(_shown(scored_dataset, out).values("id")) == set(in_bar.values("id"))

@@ -361,3 +361,17 @@ def test_an_installed_package_names_its_distortions_in_an_entry_point(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert name in out.stdout and "blur" in out.stdout
+
+
+def test_one_sided_fields_sort_by_name_so_the_view_bar_can_show_it(image_dataset, tiny_model_files):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    values = sorted(image_dataset.values("blur"))
+    for view, expected in (
+        (actions.worst_first(image_dataset, "blur"), values[::-1]),
+        (actions.worst_first(image_dataset, "blur", best_first=True), values),
+        (actions.worst_percent(image_dataset, "blur", 25), values[::-1][:3]),
+    ):
+        assert view.values("blur") == expected
+        (sort,) = [s for s in view._stages if type(s).__name__ == "SortBy"]
+        assert sort.field_or_expr == "blur"  # a name, not an expression ("···" in the App)

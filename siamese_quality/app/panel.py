@@ -1,17 +1,23 @@
 """The Quality panel: can a model be trusted, and where are the worst samples?
 
-Shows, for the chosen model, its calibration (true magnitude vs branch score on
-held-out images, with the fitted curve and its band), its magnitude correlation
-(predicted vs true, next to the classical baseline's numbers), and the
-distribution of its field over the current view, with one-click actions. Charts
-read stored run results and FiftyOne aggregations (``histogram_values``,
-``bounds``), never loop over samples in Python.
+From the top: the model, a line saying what the grid shows now, the actions and
+their two sliders, the distribution of the model's field over the current view
+(values clipped at the calibration's end in their own colour), the held-out
+numbers, the calibration (true magnitude vs branch score on held-out images, with
+the fitted curve and its band) and the magnitude correlation (predicted vs true).
+Charts read stored run results and FiftyOne aggregations (``histogram_values``,
+``count``), never loop over samples in Python. While this plugin's jobs are queued
+or running, the panel shows their progress and redraws when one ends.
 """
 
 from __future__ import annotations
 
+import json
+import math
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone import ViewField as F
 
 from siamese_quality import PLUGIN_NAME
 
@@ -19,8 +25,18 @@ PANEL_NAME = "quality_panel"
 HISTOGRAM_BINS = 30
 # held-out metrics from fewer images than this are flagged as meaning little
 MIN_TRUSTED_IMAGES = 5
+# how often the panel looks for new models and for its jobs' progress
+POLL_INTERVAL_MS = 3000
+DEFAULT_PERCENT = 10.0
 # plotly.js 3 ignores string titles: {"text": ...} everywhere
 _MARGIN = {"t": 40, "b": 50, "l": 60, "r": 20}
+# d3 formats: 3 significant digits in plain decimals (no SI prefixes such as "0.2µ")
+_TICKS = ".3~r"
+_HOVER = ".4~r"
+_LEGEND = {"orientation": "h", "x": 0, "y": -0.25}
+_CLIPPED_COLOUR = "#d62728"
+CHARTS = ["distribution", "calibration", "correlation"]
+_THICK = {"width": 3}
 
 
 def _title(text: str) -> dict:
@@ -62,20 +78,63 @@ def _evidence_traces(calibration: dict, points: dict) -> dict[str, list[dict]]:
                 "80 % band", band, calibration.get("band_low", []), {"width": 0}, showlegend=False
             ),
             _line(
-                "80 % band", band, calibration.get("band_high", []), {"width": 0}, fill="tonexty"
+                "80 % of held-out copies",
+                band,
+                calibration.get("band_high", []),
+                {"width": 0},
+                fill="tonexty",
             ),
             _markers("held-out copies", points.get("score", []), magnitudes),
-            _line("calibration", calibration.get("x", []), calibration.get("y", []), {"width": 3}),
+            _line("calibration curve", calibration.get("x", []), calibration.get("y", []), _THICK),
         ],
         "correlation": [
             _markers("held-out copies", magnitudes, points.get("predicted", [])),
-            _line("perfect", [low, high], [low, high], {"dash": "dash"}),
+            _line("perfect (predicted = true)", [low, high], [low, high], {"dash": "dash"}),
         ],
     }
 
 
+def clipped_limits(calibration: dict, distortion: dict) -> list[float]:
+    """The ends of a calibration that are clips: a value there may be further out.
+
+    The identity end (no blur, JPEG quality 100) is a real floor, not a clip.
+    """
+    ys = calibration.get("y") or []
+    if not ys:
+        return []
+    identity = distortion.get("identity")
+    ends = sorted({float(min(ys)), float(max(ys))})
+    return [end for end in ends if identity is None or not math.isclose(end, identity)]
+
+
+# the views this panel set, by the uuid of their last stage: the App sends stage uuids
+# back unchanged (numbers may change form, 0.0 becoming 0), and a store on the server
+# is read by every event, where the panel state an event carries can be one step old
+ACTIONS_STORE = "siamese_quality_panel_views"
+ACTION_TTL_S = 7 * 24 * 3600
+
+
+def _stage_uuids(view) -> list[str]:
+    return [stage["_uuid"] for stage in view._serialize()]
+
+
+def _last_stage_uuid(view) -> str | None:
+    uuids = _stage_uuids(view)
+    return uuids[-1] if uuids else None
+
+
+def _panel_action(ctx, view) -> dict | None:
+    """What the panel's action that set ``view`` was (text, kind, base view), if it was."""
+    uuid = _last_stage_uuid(view)
+    return ctx.store(ACTIONS_STORE).get(uuid) if uuid else None
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}"
 
 
 class QualityPanel(foo.Panel):
@@ -100,6 +159,8 @@ class QualityPanel(foo.Panel):
         current = ctx.panel.state.model
         if keys and current not in keys:
             ctx.panel.state.model = keys[0]
+        if ctx.panel.state.percent is None:
+            ctx.panel.state.percent = DEFAULT_PERCENT
         self._refresh(ctx)
 
     def on_change_dataset(self, ctx):
@@ -116,13 +177,52 @@ class QualityPanel(foo.Panel):
         if field is None or field != ctx.panel.state.field:
             self._refresh(ctx)  # the model's field appeared or changed: redraw everything
             return
-        # only the histogram follows the view; its one trace always has HISTOGRAM_BINS
-        # bars, so a patch replaces every bar (no GridFS read of the model's results)
+        # only the histogram follows the view; its traces keep their lengths, so a patch
+        # replaces every bar (no GridFS read of the model's results)
+        self._forget_drawn_traces(ctx, ["distribution"])
         ctx.panel.data.distribution = self._distribution(ctx, field)
+        self._describe_grid(ctx)
 
     def on_change_model(self, ctx):
         ctx.panel.state.model = ctx.params.get("value")
         self._refresh(ctx)
+
+    def poll(self, ctx):
+        """Every few seconds: progress of this plugin's jobs; a full redraw when a model
+        appears or changes or a job ends (a worker's training, scoring from Python)."""
+        from siamese_quality.jobs import active_jobs, describe_jobs
+
+        if ctx.dataset is None:
+            return
+        jobs = active_jobs(ctx.dataset)
+        text = describe_jobs(jobs)
+        if text != (ctx.panel.state.jobs or ""):
+            ctx.panel.state.jobs = text
+        failures = self._failures_since_opened(ctx)
+        if failures != (ctx.panel.state.failures or ""):
+            ctx.panel.state.failures = failures
+        if self._signature(ctx, jobs) != ctx.panel.state.signature:
+            self.on_load(ctx)
+        elif ctx.panel.state.drawn_for != _stage_uuids(ctx.view):
+            # the App sends a burst of view events, some carrying the view before the
+            # last change: whichever answer came last may describe an older view
+            self.on_change_view(ctx)
+
+    @staticmethod
+    def _failures_since_opened(ctx) -> str:
+        """The plugin's jobs that failed since the panel opened, with their errors."""
+        import datetime
+
+        from siamese_quality.jobs import failed_jobs
+
+        if ctx.panel.state.opened_at is None:
+            now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+            ctx.panel.state.opened_at = now.isoformat()
+        since = datetime.datetime.fromisoformat(ctx.panel.state.opened_at)
+        return "\n".join(
+            f"- {job['label']} **failed**: {job['error']}"
+            for job in failed_jobs(ctx.dataset, since)
+        )
 
     # --- data ------------------------------------------------------------------------
 
@@ -132,6 +232,25 @@ class QualityPanel(foo.Panel):
         key = ctx.panel.state.model
         return key if key and key in runs.list_model_keys(ctx.dataset) else None
 
+    @staticmethod
+    def _signature(ctx, jobs: list[dict] | None = None) -> str:
+        """What, when it changes, means the charts are out of date: the models (and when
+        each was written), the running jobs, and how many samples the field has."""
+        from siamese_quality import runs
+        from siamese_quality.jobs import active_jobs
+
+        dataset = ctx.dataset
+        keys = runs.list_model_keys(dataset)
+        jobs = active_jobs(dataset) if jobs is None else jobs
+        field = ctx.panel.state.field
+        return json.dumps(
+            {
+                "models": [[k, str(dataset.get_run_info(k).timestamp)] for k in keys],
+                "jobs": sorted(job["id"] for job in jobs),
+                "scored": dataset.count(field) if field and dataset.has_field(field) else None,
+            }
+        )
+
     def _refresh(self, ctx):
         """Redraws every chart from the chosen model's stored results.
 
@@ -140,9 +259,11 @@ class QualityPanel(foo.Panel):
         """
         from siamese_quality import runs
 
+        self._forget_drawn_traces(ctx, CHARTS)
         key = self._model_key(ctx)
         if key is None:
             ctx.panel.state.field = None
+            ctx.panel.state.signature = self._signature(ctx) if ctx.dataset else None
             ctx.ops.set_panel_data({})
             return
         config = runs.run_config(ctx.dataset, key)
@@ -158,16 +279,11 @@ class QualityPanel(foo.Panel):
         )
         ctx.panel.state.unit = config["unit"]
         distortion = config.get("distortion") or {}
-        # the largest severity a value can have: two-sided tasks reach it on either side
-        identity = distortion.get("identity", distortion.get("low", 0.0))
-        ctx.panel.state.severity_max = float(
-            max(
-                abs(distortion.get("high", 1.0) - identity),
-                abs(identity - distortion.get("low", 0.0)),
-            )
-        )
+        self._set_severity_max(ctx, distortion)
+        ctx.panel.state.clipped_at = clipped_limits(results.get("calibration") or {}, distortion)
         field = _scored_field(ctx.dataset, config)
         ctx.panel.state.field = field
+        ctx.panel.state.signature = self._signature(ctx)
         ctx.ops.set_panel_data(
             {
                 **_evidence_traces(
@@ -176,24 +292,98 @@ class QualityPanel(foo.Panel):
                 "distribution": self._distribution(ctx, field),
             }
         )
+        self._describe_grid(ctx)
+
+    @staticmethod
+    def _forget_drawn_traces(ctx, charts: list[str]) -> None:
+        """Drops the browser's copy of these charts' traces from the panel state.
+
+        The App draws ``merge(state, data)`` (lodash: arrays merge index by index), and
+        the forms write what they show back into the state. A new model's shorter curve
+        then kept the previous model's extra points, whatever ``set_panel_data`` sent.
+        """
+        for chart in charts:
+            if ctx.panel.state.get(chart) is not None:
+                ctx.panel.state.set(chart, None)
+
+    @staticmethod
+    def _set_severity_max(ctx, distortion: dict) -> None:
+        """The threshold slider's range: the largest severity a value can have (two-sided
+        tasks reach it on either side); a threshold beyond it is brought back in."""
+        identity = distortion.get("identity", distortion.get("low", 0.0))
+        largest = float(
+            max(
+                abs(distortion.get("high", 1.0) - identity),
+                abs(identity - distortion.get("low", 0.0)),
+            )
+        )
+        ctx.panel.state.severity_max = largest
+        if (ctx.panel.state.threshold or 0.0) > largest:
+            ctx.panel.state.threshold = largest
 
     def _distribution(self, ctx, field: str | None) -> list[dict]:
-        """The histogram of ``field`` over the current view (one bar trace)."""
+        """The histogram of ``field`` over the current view, and the samples that read
+        exactly a clipped end of the calibration (always two bars, zero or not)."""
         if field is None:
             return []
         counts, edges, _ = ctx.view.histogram_values(field, bins=HISTOGRAM_BINS)
         centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        limits = (list(ctx.panel.state.clipped_at or []) + [None, None])[:2]
+        clipped = [
+            0 if limit is None else ctx.view.count_values(F(field) == limit).get(True, 0)
+            for limit in limits
+        ]
         ctx.panel.state.edges = list(edges)
+        ctx.panel.state.drawn_for = _stage_uuids(ctx.view)
         ctx.panel.state.scored = int(sum(counts))
+        ctx.panel.state.clipped = clipped
+        ctx.panel.state.count_step = max(1, math.ceil(max([*counts, 1]) / 6))
+        unit = ctx.panel.state.unit or ""
         return [
             {
                 "type": "bar",
-                "name": field,
+                "name": f"{field} (samples per bin)",
                 "x": centres,
                 "y": list(counts),
-                "width": [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)],
-            }
+                "width": widths,
+                "hovertemplate": f"%{{x:{_HOVER}}} {unit}: %{{y}} samples<extra></extra>",
+            },
+            {
+                "type": "bar",
+                "name": "at the calibration's end (clipped: may be further out)",
+                # an empty end has no bar, and no place in the axis range
+                "x": [limit if n else None for limit, n in zip(limits, clipped, strict=True)],
+                "y": clipped,
+                "width": [min(widths) if widths else 1.0] * 2,
+                "marker": {"color": _CLIPPED_COLOUR},
+                "hovertemplate": f"clipped at %{{x:{_HOVER}}} {unit}: %{{y}}<extra></extra>",
+            },
         ]
+
+    def _describe_grid(self, ctx) -> None:
+        """The state line: what the grid shows now, from this panel's last action if the
+        view is still the one it set, else the view's counts alone."""
+        field = ctx.panel.state.field
+        action = _panel_action(ctx, ctx.view)
+        if not len(ctx.view._stages):
+            shown = "the whole dataset"
+        elif action is not None:
+            shown = action["text"]
+        else:
+            shown = "a view of your own"
+        count, total = ctx.view.count(), ctx.dataset.count()
+        line = f"**Grid:** {shown}: {count} of {total} samples"
+        if field is not None:
+            line += f", {ctx.panel.state.scored or 0} with a value of `{field}`"
+        clipped = sum(ctx.panel.state.clipped or [])
+        if clipped:
+            ends = " and ".join(_number(v) for v in ctx.panel.state.clipped_at or [])
+            line += (
+                f". **{clipped} read exactly {ends} {ctx.panel.state.unit}**, the end of the "
+                "calibrated range: the true value may be further out"
+            )
+        ctx.panel.state.grid = line + "."
 
     @staticmethod
     def _summary_markdown(key, config, metrics, baseline, held_out_images: int) -> str:
@@ -226,24 +416,45 @@ class QualityPanel(foo.Panel):
 
     # --- actions ---------------------------------------------------------------------
 
-    def _set_view(self, ctx, view):
+    @staticmethod
+    def _base_view(ctx, kind: str):
+        """The view an action starts from: the user's view, except that an action of the
+        same kind as the panel's last one replaces it (a second "Show worst %" or bar
+        click does not narrow the first); filters the user or a bar click set stay."""
+        import fiftyone as fo
+
+        action = _panel_action(ctx, ctx.view)
+        if action is not None and action["kind"] == kind:
+            return fo.DatasetView._build(ctx.dataset, action["base"])
+        return ctx.view
+
+    def _set_view(self, ctx, base, view, text: str, kind: str) -> None:
+        """Shows ``view`` in the grid and remembers what it is, for the state line."""
+        action = {"text": text, "kind": kind, "base": base._serialize()}
+        ctx.store(ACTIONS_STORE).set(_last_stage_uuid(view), action, ttl=ACTION_TTL_S)
         ctx.ops.set_view(view)
 
     def worst_first(self, ctx):
         from siamese_quality import actions
 
-        self._set_view(ctx, actions.worst_first(ctx.view, ctx.panel.state.field))
+        field, base = ctx.panel.state.field, self._base_view(ctx, "order")
+        view = actions.worst_first(base, field)
+        self._set_view(ctx, base, view, f"worst first by `{field}`", "order")
 
     def best_first(self, ctx):
         from siamese_quality import actions
 
-        self._set_view(ctx, actions.worst_first(ctx.view, ctx.panel.state.field, best_first=True))
+        field, base = ctx.panel.state.field, self._base_view(ctx, "order")
+        view = actions.worst_first(base, field, best_first=True)
+        self._set_view(ctx, base, view, f"best first by `{field}`", "order")
 
     def show_worst_percent(self, ctx):
         from siamese_quality import actions
 
-        percent = float(ctx.panel.state.percent or 10.0)
-        self._set_view(ctx, actions.worst_percent(ctx.view, ctx.panel.state.field, percent))
+        field, base = ctx.panel.state.field, self._base_view(ctx, "order")
+        percent = float(ctx.panel.state.percent or DEFAULT_PERCENT)
+        view = actions.worst_percent(base, field, percent)
+        self._set_view(ctx, base, view, f"the worst {percent:g} % by `{field}`", "order")
 
     def tag_beyond(self, ctx):
         from siamese_quality import actions
@@ -252,7 +463,10 @@ class QualityPanel(foo.Panel):
         threshold = float(ctx.panel.state.threshold or 0.0)
         tag = f"worst_{field}"
         count = actions.tag_beyond(ctx.view, field, threshold, tag)
-        ctx.ops.notify(f"Tagged {count} samples '{tag}'")
+        ctx.ops.notify(
+            f"Tagged {count} samples of this view '{tag}' (severity beyond "
+            f"{threshold:g} {ctx.panel.state.unit})"
+        )
         ctx.ops.reload_dataset()
 
     def clear_filter(self, ctx):
@@ -261,18 +475,16 @@ class QualityPanel(foo.Panel):
     def on_bar_click(self, ctx):
         from siamese_quality import actions
 
+        field = ctx.panel.state.field
         edges = ctx.panel.state.edges or []
         index = ctx.params.get("idx")
         if index is None or not 0 <= index < len(edges) - 1:
             return
-        view = actions.in_range(ctx.view, ctx.panel.state.field, edges[index], edges[index + 1])
-        self._set_view(ctx, view)
-
-    def on_percent(self, ctx):
-        ctx.panel.state.percent = ctx.params.get("value")
-
-    def on_threshold(self, ctx):
-        ctx.panel.state.threshold = ctx.params.get("value")
+        low, high = edges[index], edges[index + 1]
+        base = self._base_view(ctx, "range")
+        view = actions.in_range(base, field, low, high)
+        text = f"`{field}` from {_number(low)} to {_number(high)} {ctx.panel.state.unit or ''}"
+        self._set_view(ctx, base, view, text, "range")
 
     def open_train(self, ctx):
         ctx.prompt(f"{PLUGIN_NAME}/train_quality_model")
@@ -288,6 +500,11 @@ class QualityPanel(foo.Panel):
         if ctx.dataset is not None and ctx.dataset.media_type != "image":
             panel.md("siamese_quality works on image datasets only.", name="not_images")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
+        panel.view("poll", types.TimerView(interval=POLL_INTERVAL_MS, on_interval=self.poll))
+        if ctx.panel.state.failures:
+            panel.md(f"**Jobs that failed:**\n\n{ctx.panel.state.failures}", name="failures")
+        if ctx.panel.state.jobs:
+            panel.md(f"**Jobs running or waiting:**\n\n{ctx.panel.state.jobs}", name="jobs")
         if not keys:
             panel.md(
                 "### No quality model yet\n"
@@ -309,33 +526,7 @@ class QualityPanel(foo.Panel):
             view=choices,
             on_change=self.on_change_model,
         )
-        panel.md(ctx.panel.state.summary or "", name="summary")
-
-        unit = ctx.panel.state.unit or ""
-        # plots stay at the top level: their data is looked up by property path
-        panel.plot(
-            "calibration",
-            layout={
-                "title": _title("Calibration: true magnitude vs branch score"),
-                "xaxis": {"title": _title("branch score (raw)")},
-                "yaxis": {"title": _title(f"true magnitude: {unit}")},
-                "margin": _MARGIN,
-                "height": 320,
-            },
-        )
-        panel.plot(
-            "correlation",
-            layout={
-                "title": _title("Magnitude correlation (held-out images)"),
-                "xaxis": {"title": _title(f"true magnitude: {unit}")},
-                "yaxis": {"title": _title(f"predicted magnitude: {unit}")},
-                "margin": _MARGIN,
-                "height": 320,
-            },
-        )
-
-        field = ctx.panel.state.field
-        if field is None:
+        if ctx.panel.state.field is None:
             panel.md(
                 "### Not scored yet\nThis model has not written a field on this dataset.",
                 name="not_scored",
@@ -343,46 +534,104 @@ class QualityPanel(foo.Panel):
             panel.btn(
                 "score", label="Score the dataset", on_click=self.open_score, variant="contained"
             )
-            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        else:
+            self._render_actions(ctx, panel)
+        panel.md(ctx.panel.state.summary or "", name="summary")
+        self._render_evidence(ctx, panel)
+        return types.Property(panel, view=types.GridView(orientation="vertical"))
 
-        panel.plot(
-            "distribution",
-            on_click=self.on_bar_click,
-            layout={
-                "title": _title(
-                    f"{field} over the current view "
-                    f"({ctx.panel.state.scored or 0} scored; click a bar to filter)"
-                ),
-                "xaxis": {"title": _title(f"{field}: {unit}")},
-                "yaxis": {"title": _title("samples")},
-                "margin": _MARGIN,
-                "height": 300,
-                "bargap": 0.05,
-            },
-        )
+    def _render_actions(self, ctx, panel) -> None:
+        """The state line, the actions, their sliders and the distribution they act on."""
+        field, unit = ctx.panel.state.field, ctx.panel.state.unit or ""
+        panel.md(ctx.panel.state.grid or "", name="grid_state")
         actions = panel.h_stack("actions", gap=1)
         actions.btn("worst_first", label="Worst first", on_click=self.worst_first)
         actions.btn("best_first", label="Best first", on_click=self.best_first)
         actions.btn("show_worst", label="Show worst %", on_click=self.show_worst_percent)
         actions.btn("tag", label="Tag beyond threshold", on_click=self.tag_beyond)
         actions.btn("clear", label="Clear filter", on_click=self.clear_filter)
-        sliders = panel.h_stack("sliders", gap=2)
-        sliders.float(
+        # Top-level sliders without on_change: the slider writes its value to the panel
+        # state (state.percent, state.threshold) when the user lets go or uses the keys,
+        # and the actions read it there. A handler that wrote the value back re-keyed the
+        # slider under the pointer and looped.
+        panel.float(
             "percent",
-            default=ctx.panel.state.percent or 10.0,
+            default=DEFAULT_PERCENT,
             min=1.0,
             max=100.0,
-            label="Worst %",
-            view=types.SliderView(),
-            on_change=self.on_percent,
+            label="Worst % (for 'Show worst %')",
+            view=types.SliderView(
+                label_position="top",
+                value_precision=0,
+                view_multiple_of=1,
+                value_label_display="auto",
+            ),
         )
-        sliders.float(
+        largest = ctx.panel.state.severity_max or 1.0
+        panel.float(
             "threshold",
-            default=ctx.panel.state.threshold or 0.0,
+            default=0.0,
             min=0.0,
-            max=ctx.panel.state.severity_max or 1.0,
-            label=f"Tag threshold: severity in {unit}",
-            view=types.SliderView(),
-            on_change=self.on_threshold,
+            max=largest,
+            label=f"Tag threshold: severity in {unit} (for 'Tag beyond threshold')",
+            view=types.SliderView(
+                label_position="top",
+                value_precision=2,
+                view_multiple_of=largest / 100,
+                value_label_display="auto",
+            ),
         )
-        return types.Property(panel, view=types.GridView(orientation="vertical"))
+        panel.plot(
+            "distribution",
+            on_click=self.on_bar_click,
+            layout={
+                "title": _title(f"{field} over the current view (click a bar to filter)"),
+                "xaxis": {
+                    "title": _title(f"{field}: {unit}"),
+                    "tickformat": _TICKS,
+                    "hoverformat": _HOVER,
+                },
+                "yaxis": {
+                    "title": _title("samples"),
+                    "tickformat": "d",
+                    "dtick": ctx.panel.state.count_step or 1,
+                    "rangemode": "tozero",
+                },
+                "margin": _MARGIN,
+                "height": 300,
+                "bargap": 0.05,
+                "barmode": "overlay",
+                "showlegend": True,
+                "legend": _LEGEND,
+            },
+        )
+
+    def _render_evidence(self, ctx, panel) -> None:
+        unit = ctx.panel.state.unit or ""
+        # plots stay at the top level: their data is looked up by property path
+        for name, title, x_title, y_title in (
+            (
+                "calibration",
+                "Calibration: true magnitude vs branch score",
+                "branch score (raw)",
+                f"true magnitude: {unit}",
+            ),
+            (
+                "correlation",
+                "Magnitude correlation (held-out images)",
+                f"true magnitude: {unit}",
+                f"predicted magnitude: {unit}",
+            ),
+        ):
+            panel.plot(
+                name,
+                layout={
+                    "title": _title(title),
+                    "xaxis": {"title": _title(x_title), "tickformat": _TICKS},
+                    "yaxis": {"title": _title(y_title), "tickformat": _TICKS},
+                    "margin": {**_MARGIN, "b": 90},
+                    "height": 360,
+                    "showlegend": True,
+                    "legend": _LEGEND,
+                },
+            )
