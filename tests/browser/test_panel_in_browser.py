@@ -1,14 +1,18 @@
 """The Quality panel in a real browser: the App server, headless Chromium, Playwright.
 
-Starts the FiftyOne App server on 127.0.0.1 (free port) with a small dataset and
-a tiny trained model, opens the dataset with a workspace that shows the panel,
-checks that the Plotly charts rendered, clicks an action and checks that the
-grid changed. Screenshots go to ``$SQ_SCREENSHOTS_DIR`` (default: the test's tmp
-folder); ``docs/images/`` holds the ones the README shows.
+One App server (127.0.0.1, free port) serves a dataset of scikit-image's photos with
+two short-trained, scored models (blur, brightness), opened with a workspace that
+shows the panel. Each test drives the App as a user does and checks what the user
+sees: the charts' traces, the grid's counts and view stages, the tags written, the
+dropdown's models. Screenshots go to ``$SQ_SCREENSHOTS_DIR`` (default: the test's tmp
+folder); ``docs/images/`` holds the ones the README shows, taken by these tests.
 """
+
+from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,8 +25,9 @@ import pytest
 from conftest import unique_name
 
 import siamese_quality as sq
+from siamese_quality import actions, runs
 from siamese_quality.app.panel import PANEL_NAME
-from siamese_quality.demo import write_skimage_photos
+from siamese_quality.demo import SKIMAGE_GRAYSCALE_PHOTOS, write_skimage_photos
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # CI sets SQ_REQUIRE_BROWSER=1: there a missing browser is a failure, not a skip
@@ -42,8 +47,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WORKSPACE = "sq_quality_panel"
-HAS_SORT = """() => [...document.querySelectorAll('input[data-cy="input-view-stage"]')]
-                    .some(e => e.value === 'SortBy')"""
+PANEL_URI_SUFFIX = f"/{PANEL_NAME}"
+# what open-source FiftyOne needs before the App can schedule delegated operations
+SCHEDULING_ENV = {"FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true"}
+PLOTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(g => ({
+    title: g.layout && g.layout.title && g.layout.title.text,
+    traces: (g.data || []).map(t => ({name: t.name, x: t.x || [], y: t.y || []})),
+}))"""
 
 
 def _free_port() -> int:
@@ -83,17 +93,25 @@ def _warm_up(base: str, dataset: str) -> None:
             continue
 
 
-@pytest.fixture
-def panel_dataset(tmp_path):
+@pytest.fixture(scope="module")
+def panel_dataset(tmp_path_factory):
     name = unique_name("sq-browser")
     dataset = fo.Dataset(name, persistent=True)  # the server process must see it
-    paths = write_skimage_photos(str(tmp_path / "photos"))
+    folder = str(tmp_path_factory.mktemp("photos"))
+    # 18 photos: enough for histogram bars that hold more than one
+    paths = write_skimage_photos(folder) + write_skimage_photos(folder, SKIMAGE_GRAYSCALE_PHOTOS)
     dataset.add_samples([fo.Sample(filepath=p) for p in paths])
-    # a short real training, so the charts (and the README's screenshots) mean something
-    sq.train(
-        dataset, task="blur", max_seconds=None, max_steps=150, working_resolution=64, progress=False
-    )
-    sq.score(dataset, key="blur", progress=False)
+    # short real trainings, so the charts (and the README's screenshots) mean something
+    for task, steps in (("blur", 150), ("brightness", 80)):
+        sq.train(
+            dataset,
+            task=task,
+            max_seconds=None,
+            max_steps=steps,
+            working_resolution=64,
+            progress=False,
+        )
+    sq.score(dataset, key=["blur", "brightness"], progress=False)
     dataset.save_workspace(
         WORKSPACE,
         fo.Space(
@@ -105,20 +123,13 @@ def panel_dataset(tmp_path):
     fo.delete_dataset(name)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def app_server(panel_dataset):
     port = _free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fiftyone.server.main",
-            "--port",
-            str(port),
-            "--address",
-            "127.0.0.1",
-        ],
-        env=os.environ.copy(),
+        [sys.executable, "-m", "fiftyone.server.main", "--port", str(port)]
+        + ["--address", "127.0.0.1"],
+        env={**os.environ, **SCHEDULING_ENV},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -145,86 +156,355 @@ def app_server(panel_dataset):
             server.kill()
 
 
-def _wait_tiles(page, count: int = 4) -> None:
-    page.wait_for_function(
-        f"""() => document.querySelectorAll(
-              '[data-cy="fo-grid"] [data-cy="looker"] canvas[canvas-loaded="true"]'
-            ).length >= {count}""",
-        timeout=60000,
-    )
-
-
-def test_panel_renders_charts_and_its_action_changes_the_grid(app_server, panel_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def chromium():
     from playwright.sync_api import sync_playwright
 
-    shots = os.environ.get("SQ_SCREENSHOTS_DIR") or str(tmp_path)
-    os.makedirs(shots, exist_ok=True)
-    slug = fo.core.utils.to_slug(WORKSPACE)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1800, "height": 2000})
-        # the App's own e2e switch: no "Explore Enterprise" popover swallowing clicks
-        context.add_init_script("window.IS_PLAYWRIGHT = true;")
-        context.route(
-            __import__("re").compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort()
-        )
-        page = context.new_page()
-        page.goto(
-            f"{app_server}/datasets/{panel_dataset.name}?workspace={slug}",
-            wait_until="domcontentloaded",
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> str:
+    folder = os.environ.get("SQ_SCREENSHOTS_DIR") or str(tmp_path_factory.mktemp("shots"))
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+class App:
+    """The App page with the panel open, and what a user can do and see there."""
+
+    def __init__(self, page, dataset):
+        self.page, self.dataset = page, dataset
+        self.calls: list[dict] = []  # the panel's calls to the server, in order
+        page.on("request", self._record)
+
+    def _record(self, request) -> None:
+        if not request.url.endswith("/operators/execute"):
+            return
+        body = json.loads(request.post_data or "{}")
+        if (body.get("operator_uri") or "").endswith(PANEL_URI_SUFFIX):
+            self.calls.append(
+                {
+                    "method": body["params"].get("__method__"),
+                    "t": time.time(),
+                    "selected": body.get("selected") or [],
+                }
+            )
+
+    def open(self, base: str) -> App:
+        slug = fo.core.utils.to_slug(WORKSPACE)
+        self.page.goto(
+            f"{base}/datasets/{self.dataset.name}?workspace={slug}", wait_until="domcontentloaded"
         )
         for _ in range(3):  # safety net for a cold first load
             try:
-                page.wait_for_selector('[data-cy="fo-grid"]', timeout=20000)
+                self.page.wait_for_selector('[data-cy="fo-grid"]', timeout=20000)
                 break
             except Exception:
-                page.reload(wait_until="domcontentloaded")
-        _wait_tiles(page)
+                self.page.reload(wait_until="domcontentloaded")
+        if self.stages():  # the server keeps the last test's view across page loads
+            self.page.click('[data-cy="btn-clear-view-bar"]')
+            self.page.wait_for_function(f"() => !({self._stages_js()}).length")
+        self.page.wait_for_selector("text=Worst first", timeout=60000)
+        self.wait_for_traces("Calibration", 2)
+        return self
 
-        # the panel's three Plotly charts, with real SVG traces in them
-        page.wait_for_function(
-            "() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3",
-            timeout=60000,
+    @staticmethod
+    def _stages_js() -> str:
+        return """[...document.querySelectorAll('input[data-cy="input-view-stage"]')]
+                  .map(e => e.value).filter(v => v)"""
+
+    def stages(self) -> list[str]:
+        return self.page.evaluate(f"() => {self._stages_js()}")
+
+    def wait_for_stage(self, stage: str) -> None:
+        self.page.wait_for_function(
+            f"() => ({self._stages_js()}).includes({json.dumps(stage)})", timeout=30000
         )
-        page.wait_for_selector("text=Calibration: true magnitude vs branch score", timeout=30000)
-        # the chart frames render before the panel's data arrives: wait for the traces
-        counts_js = """() => {
-            const n = (selector) => document.querySelectorAll('.js-plotly-plot ' + selector).length;
-            return {
-                points: n('.scatterlayer .trace .points path'),
-                lines: n('.scatterlayer .trace .js-line'),
-                bars: n('.barlayer .bars path'),
-            };
-        }"""
-        try:
-            page.wait_for_function(
-                f"() => {{ const c = ({counts_js})(); "
-                "return c.points >= 18 && c.lines >= 2 && c.bars >= 1; }",
-                timeout=60000,
-            )
-        except Exception:
-            page.screenshot(path=os.path.join(shots, "quality-panel-timeout.png"))
-        counts = page.evaluate(counts_js)
-        # on failure, show what the panel displayed (an error, an empty state)
-        seen = (counts, page.inner_text("body")[-1500:])
-        assert counts["points"] >= 2 * 9, seen  # held-out copies in two charts
-        assert counts["lines"] >= 2, seen  # calibration curve and the diagonal
-        assert counts["bars"] >= 1, seen  # distribution of the field
-        page.screenshot(path=os.path.join(shots, "quality-panel.png"))
 
-        grid_box = page.locator('[data-cy="fo-grid"]').bounding_box()
-        before = page.screenshot(clip=grid_box)
-        page.get_by_role("button", name="Worst first").click()
-        page.wait_for_function(HAS_SORT, timeout=30000)
-        _wait_tiles(page)
-        # the old tiles stay loaded until the grid redraws, which can take seconds on a
-        # busy machine: poll instead of one fixed wait
+    def shown_count(self) -> int:
+        """How many samples the grid shows, from the App's "5 of 8 samples" counter."""
+        text = self.page.inner_text('[data-cy="entry-counts"]')
+        return int(re.match(r"\s*([\d,]+)", text).group(1).replace(",", ""))
+
+    def wait_for_count(self, count: int) -> None:
         deadline = time.monotonic() + 30
-        after = page.screenshot(clip=grid_box)
-        while after == before and time.monotonic() < deadline:
-            page.wait_for_timeout(500)
-            after = page.screenshot(clip=grid_box)
-        page.screenshot(path=os.path.join(shots, "quality-panel-worst-first.png"))
-        browser.close()
+        while self.shown_count() != count and time.monotonic() < deadline:
+            self.page.wait_for_timeout(250)
+        assert self.shown_count() == count
 
-    assert before != after, "the grid did not change after 'Worst first'"
+    def wait_until_quiet(self, seconds: float = 3.0, limit: float = 30.0) -> None:
+        """Waits until the panel has made no call but its timer's for ``seconds``."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            busy = [c["t"] for c in self.calls if c["method"] != "poll"]
+            if not busy or time.time() - max(busy) >= seconds:
+                return
+            self.page.wait_for_timeout(250)
+        raise AssertionError(f"the panel kept calling the server: {self.calls[-10:]}")
+
+    def plot(self, title_start: str) -> dict | None:
+        plots = self.page.evaluate(PLOTS_JS)
+        found = [p for p in plots if (p["title"] or "").startswith(title_start)]
+        return found[0] if found else None
+
+    def wait_for_traces(self, title_start: str, count: int) -> dict:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            plot = self.plot(title_start)
+            if plot and len(plot["traces"]) >= count and plot["traces"][-1]["x"]:
+                return plot
+            self.page.wait_for_timeout(250)
+        raise AssertionError(f"no {title_start!r} chart with {count} traces")
+
+    def grid_line(self) -> str:
+        return self.page.locator("p", has_text="Grid:").first.inner_text()
+
+    def wait_for_grid_line(self, text: str) -> str:
+        deadline = time.monotonic() + 30
+        while text not in self.grid_line() and time.monotonic() < deadline:
+            self.page.wait_for_timeout(250)
+        line = self.grid_line()
+        assert text in line, line
+        return line
+
+    def click(self, button: str) -> None:
+        self.page.get_by_role("button", name=button, exact=True).click()
+
+    def slider(self, label: str):
+        return self.page.locator(
+            f'xpath=//*[contains(text(),"{label}")]/ancestor::*'
+            '[.//span[contains(@class,"MuiSlider-root")]][1]'
+            '//span[contains(@class,"MuiSlider-root")]'
+        ).first
+
+    def slider_value(self, label: str) -> float:
+        return float(self.slider(label).locator("input").input_value())
+
+    def drag(self, label: str, fraction: float) -> None:
+        """Drags a slider's knob with the mouse to ``fraction`` of its width, in steps."""
+        box = self.slider(label).bounding_box()
+        knob = self.slider(label).locator(".MuiSlider-thumb").bounding_box()
+        y = box["y"] + box["height"] / 2
+        self.page.mouse.move(knob["x"] + knob["width"] / 2, y)
+        self.page.mouse.down()
+        start = (knob["x"] + knob["width"] / 2 - box["x"]) / box["width"]
+        for step in range(1, 11):
+            x = start + (fraction - start) * step / 10
+            self.page.mouse.move(box["x"] + box["width"] * x, y)
+            self.page.wait_for_timeout(40)
+        self.page.mouse.up()
+
+    def choose(self, current: str, option: str, within: str = "body") -> None:
+        """Picks ``option`` in the dropdown that shows ``current``."""
+        self.page.locator(within).locator("[role=combobox]", has_text=current).first.click()
+        self.page.locator("[role=option]", has_text=re.compile(f"^{option}$")).first.click()
+
+    def dropdown_options(self, current: str) -> list[str]:
+        self.page.locator("[role=combobox]", has_text=current).first.click()
+        options = self.page.locator("[role=option]").all_inner_texts()
+        self.page.keyboard.press("Escape")
+        return options
+
+    def click_bar(self, index: int) -> None:
+        """Clicks bar ``index`` of the distribution's histogram trace."""
+        self.page.locator(
+            ".js-plotly-plot:has(.gtitle:text-matches('over the current view')) "
+            ".barlayer .trace >> nth=0"
+        ).locator(".point").nth(index).click(force=True)
+
+    def fill(self, label: str, value: str) -> None:
+        """Types ``value`` into the operator form's field labelled ``label``."""
+        self.page.locator(
+            f'xpath=//p[normalize-space()="{label}"]'
+            '/ancestor::div[contains(@class,"MuiGrid-item")][1]//input'
+        ).first.fill(value)
+
+    def open_operator(self, search: str) -> None:
+        grid = self.page.locator('[data-cy="fo-grid"]')
+        box = grid.bounding_box()  # an empty spot below the tiles: focus, no selection
+        grid.click(position={"x": box["width"] / 2, "y": box["height"] - 20})
+        self.page.keyboard.press("Backquote")
+        self.page.wait_for_selector('[data-cy="operators-browser"]', timeout=10000)
+        self.page.keyboard.type(search)
+        self.page.wait_for_timeout(300)
+        self.page.keyboard.press("Enter")
+        self.page.wait_for_selector('[data-cy="operators-prompt-modal"]', timeout=30000)
+
+
+@pytest.fixture
+def app(chromium, app_server, panel_dataset):
+    context = chromium.new_context(viewport={"width": 1800, "height": 1300})
+    # the App's own e2e switch: no "Explore Enterprise" popover swallowing clicks
+    context.add_init_script("window.IS_PLAYWRIGHT = true;")
+    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
+    page = context.new_page()
+    try:
+        yield App(page, panel_dataset).open(app_server)
+    finally:
+        context.close()
+        panel_dataset.untag_samples(panel_dataset.distinct("tags"))
+
+
+def _stored_curve(dataset, key: str) -> tuple[int, int]:
+    results = runs.load_results(dataset, key)
+    return len(results["calibration"]["x"]), len(results["evaluation"]["points"]["score"])
+
+
+def test_switching_models_redraws_each_chart_with_exactly_the_stored_points(
+    app, panel_dataset, shots
+):
+    app.page.screenshot(path=os.path.join(shots, "quality-panel.png"))
+    stored = {key: _stored_curve(panel_dataset, key) for key in ("blur", "brightness")}
+    assert stored["blur"][0] != stored["brightness"][0], stored  # else the test sees nothing
+    for previous, key in (("blur", "brightness"), ("brightness", "blur"), ("blur", "brightness")):
+        app.choose(previous, key)
+        curve_points, held_out = stored[key]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            calibration = app.wait_for_traces("Calibration", 4)
+            if len(calibration["traces"][3]["x"]) == curve_points:
+                break
+            app.page.wait_for_timeout(250)
+        assert len(calibration["traces"][3]["x"]) == curve_points, (key, calibration)
+        assert len(calibration["traces"][2]["x"]) == held_out
+        correlation = app.wait_for_traces("Magnitude correlation", 2)
+        assert len(correlation["traces"][0]["x"]) == held_out
+        distribution = app.wait_for_traces(key, 2)
+        assert sum(distribution["traces"][0]["y"]) == panel_dataset.count(key)
+
+
+def test_a_dragged_slider_settles_on_one_value_and_the_action_uses_it(app, shots):
+    label = "Worst % (for"
+    assert app.slider(label).bounding_box()["width"] > 300  # a real slider, not a knob
+    app.wait_until_quiet()  # the App sends bursts of view events while a page loads
+    app.drag(label, 0.5)
+    app.page.wait_for_timeout(500)
+    settled = app.slider_value(label)
+    # the value does not bounce between browser and server: the old loop made 2.5 calls
+    # a second for ever, and every click slowed down. The App answers a slider change
+    # with a few bursts of view events; then the panel falls quiet.
+    app.wait_until_quiet(seconds=3.0, limit=20.0)
+    assert app.slider_value(label) == settled and 30 <= settled <= 70, settled
+    total = app.dataset.count("blur")
+
+    app.click("Show worst %")
+    app.wait_for_stage("Limit")
+    app.wait_for_count(max(1, round(total * settled / 100)))
+    app.wait_for_grid_line(f"the worst {settled:g} % by blur")
+    app.page.screenshot(path=os.path.join(shots, "quality-panel-worst-percent.png"))
+
+    # the keyboard moves it too, and the next "Show worst %" replaces the last one
+    app.slider(label).locator("input").focus()
+    app.page.keyboard.press("End")
+    app.page.wait_for_timeout(500)
+    assert app.slider_value(label) == 100
+    app.click("Show worst %")
+    app.wait_for_count(total)
+
+
+def _fullest_bar(app, above_zero: bool = False) -> tuple[int, float, float]:
+    """The histogram bar with the most samples (ties: the first), and its range;
+    ``above_zero``: among the bars above 0 px (samples that have some blur)."""
+    counts = app.wait_for_traces("blur", 2)["traces"][0]["y"]
+    _, edges, _ = app.dataset.histogram_values("blur", bins=len(counts))
+    bars = [i for i in range(len(counts)) if not above_zero or edges[i] > 0]
+    index = max(bars, key=lambda i: (counts[i], -i))
+    return index, edges[index], edges[index + 1]
+
+
+def test_worst_first_after_a_bar_click_keeps_the_filter_and_shows_the_worst_first(app, shots):
+    index, low, high = _fullest_bar(app)
+    in_bar = actions.in_range(app.dataset, "blur", low, high)
+    app.click_bar(index)
+    app.wait_for_stage("Match")
+    app.wait_for_count(in_bar.count())
+
+    app.click("Worst first")
+    app.wait_for_stage("SortBy")
+    assert "Match" in app.stages()  # the filter stays
+    app.wait_for_count(in_bar.count())
+    app.wait_for_grid_line(f"worst first by blur: {in_bar.count()} of {app.dataset.count()}")
+    app.page.screenshot(path=os.path.join(shots, "quality-panel-worst-first.png"))
+    # the first tile is the bar's worst sample: select it, and the App's next panel call
+    # says which sample that is
+    tile = app.page.locator('[data-cy="fo-grid"] [data-cy="looker"]').first.bounding_box()
+    app.page.mouse.click(tile["x"] + tile["width"] / 2, tile["y"] + tile["height"] / 2)
+    deadline = time.monotonic() + 30
+    while not [c for c in app.calls if c["selected"]] and time.monotonic() < deadline:
+        app.page.wait_for_timeout(250)
+    (first,) = [c["selected"] for c in app.calls if c["selected"]][-1]
+    assert app.dataset[first]["blur"] == max(in_bar.values("blur"))  # ties: any of them
+
+
+def test_tag_beyond_threshold_tags_only_the_samples_in_the_view(app):
+    index, low, high = _fullest_bar(app, above_zero=True)
+    in_bar = actions.in_range(app.dataset, "blur", low, high)
+    app.click_bar(index)
+    app.wait_for_count(in_bar.count())
+    threshold = app.slider_value("Tag threshold")
+    expected = set(actions.severity_threshold(in_bar, "blur", threshold).values("id"))
+    assert expected and len(expected) < app.dataset.count()  # else the test sees nothing
+    app.click("Tag beyond threshold")
+    app.page.wait_for_selector(f"text=Tagged {len(expected)} samples of this view", timeout=30000)
+    assert set(app.dataset.match_tags("worst_blur").values("id")) == expected
+
+
+def test_form_fields_that_depend_on_another_field_follow_it(app):
+    app.open_operator("train model")
+    modal = '[data-cy="operators-prompt-modal"]'
+    current = app.page.locator(modal).locator("[role=combobox]").first.inner_text()
+    app.choose(current, "blur", within=modal)
+    app.page.wait_for_selector(f"{modal} >> text=A model 'blur' exists", timeout=30000)
+    app.choose("blur", "noise", within=modal)
+    app.page.wait_for_selector(f"{modal} >> text=empty: 'noise'", timeout=30000)
+    assert not app.page.locator(f"{modal} >> text=A model 'blur' exists").count()
+    app.fill("Time budget (seconds)", "7")
+    app.page.wait_for_selector(f"{modal} >> text=up to 7 s of training", timeout=30000)
+
+
+def test_training_scheduled_from_the_app_runs_in_a_worker_and_the_panel_shows_it(
+    app, panel_dataset, shots
+):
+    assert "contrast" not in runs.list_model_keys(panel_dataset)
+    app.open_operator("train model")
+    modal = '[data-cy="operators-prompt-modal"]'
+    current = app.page.locator(modal).locator("[role=combobox]").first.inner_text()
+    app.choose(current, "contrast", within=modal)
+    app.fill("Time budget (seconds)", "5")
+    app.fill("Working resolution (px, optional)", "64")
+    app.page.wait_for_timeout(1000)  # the form resolves its inputs again
+    app.page.locator(modal).get_by_role("button", name="Schedule", exact=True).click()
+    try:
+        app.page.get_by_text("training 'contrast': queued").wait_for(timeout=30000)
+    except Exception:
+        from siamese_quality.jobs import active_jobs
+
+        print("JOBS", active_jobs(panel_dataset), app.page.inner_text("body")[:600])
+        raise
+    app.page.screenshot(path=os.path.join(shots, "quality-panel-job-queued.png"))
+
+    fiftyone_cli = os.path.join(os.path.dirname(sys.executable), "fiftyone")
+    worker = subprocess.Popen(
+        [fiftyone_cli, "delegated", "launch"],
+        env={**os.environ, **SCHEDULING_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # the panel notices the job ending by itself: no reload
+        job = app.page.get_by_text("training 'contrast'")
+        job.filter(has_text="running").wait_for(timeout=120000)  # the worker's progress
+        app.page.screenshot(path=os.path.join(shots, "quality-panel-job-running.png"))
+        job.wait_for(state="detached", timeout=300000)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    app.page.screenshot(path=os.path.join(shots, "quality-panel-job-done.png"))
+    assert not app.page.get_by_text("Jobs that failed").count(), app.page.inner_text("body")
+    panel_dataset.reload()  # the worker, another process, added the run
+    assert "contrast" in runs.list_model_keys(panel_dataset)
+    assert "contrast" in app.dropdown_options("blur")
