@@ -112,14 +112,14 @@ def measure_floor(paths: list[str]) -> float:
     """Images/s of decoding + cutting the default patches, with the scorer's loader."""
     import torch
 
-    from siamese_quality.scoring import _collate, _ImageFiles, default_num_workers
+    from siamese_quality.scoring import ImageFiles, collate_images, default_num_workers
     from siamese_quality.training import TrainingConfig
 
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, [TrainingConfig(task="blur").view()]),
+        ImageFiles(paths, [TrainingConfig(task="blur").view()]),
         batch_size=64,
         num_workers=default_num_workers(len(paths)),
-        collate_fn=_collate,
+        collate_fn=collate_images,
     )
     started = time.perf_counter()
     count = sum(len(batch) for batch in loader)

@@ -13,6 +13,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from . import runs
+from .severity import severity_rule
 
 
 def _field_distortion(samples, field: str) -> dict | None:
@@ -37,14 +38,9 @@ def severity(samples, field: str) -> fo.core.expressions.ViewExpression:
     """An expression that is larger the worse a sample is by ``field``."""
     _require_numeric_field(samples, field)
     info = _field_distortion(samples, field)
-    value = F(field)
     if info is None or field.endswith("_raw"):
-        return value  # your own field, or a raw score: larger is taken as worse
-    if info["two_sided"]:
-        return (value - info["identity"]).abs()
-    if info["higher_is_worse"]:
-        return value - info["identity"]
-    return info["identity"] - value
+        return F(field)  # your own field, or a raw score: larger is taken as worse
+    return severity_rule(info, F(field))
 
 
 def _sorted_by_severity(samples, field: str, worst_first: bool = True) -> fo.DatasetView:
@@ -54,7 +50,12 @@ def _sorted_by_severity(samples, field: str, worst_first: bool = True) -> fo.Dat
     _require_numeric_field(samples, field)
     info = _field_distortion(samples, field)
     if info is None or field.endswith("_raw") or not info["two_sided"]:
-        larger_is_worse = info is None or field.endswith("_raw") or info["higher_is_worse"]
+        # one-sided: the rule is monotone in the value; which way, the rule says
+        larger_is_worse = (
+            info is None
+            or field.endswith("_raw")
+            or (severity_rule(info, 1.0) > severity_rule(info, 0.0))
+        )
         return samples.sort_by(field, reverse=worst_first == larger_is_worse)
     return samples.sort_by(severity(samples, field), reverse=worst_first)
 

@@ -42,6 +42,8 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageEnhance
 
+from .severity import severity_rule
+
 DistortionFn = Callable[[torch.Tensor, float], torch.Tensor]
 BatchDistortionFn = Callable[[torch.Tensor, Sequence[float]], torch.Tensor]
 
@@ -145,11 +147,10 @@ class Distortion:
             )
         return (magnitudes - self.low) / (self.high - self.low)
 
-    def severity(self, magnitude: float) -> float:
-        """How far ``magnitude`` is from the undistorted image, >= 0, in the unit."""
-        if self.two_sided or self.higher_is_worse:
-            return abs(magnitude - self.identity)
-        return self.identity - magnitude
+    def severity(self, magnitude):
+        """How far ``magnitude`` is from the undistorted image, in the unit: see
+        :func:`severity_rule` (numbers, arrays and FiftyOne expressions alike)."""
+        return severity_rule(self.to_dict(), magnitude)
 
     def to_dict(self) -> dict:
         """JSON-serialisable description (without the functions)."""

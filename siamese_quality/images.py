@@ -9,7 +9,6 @@ copy (for models that read the whole image downscaled), each at most once.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -141,11 +140,6 @@ def load_image(source: ImageSource, size: int) -> torch.Tensor:
     The shorter side is resized to ``size`` and the centre square kept.
     """
     return center_crop(to_tensor(decode(source, size)), size)
-
-
-def load_images(sources: Sequence[ImageSource], short_side: int) -> list[torch.Tensor]:
-    """Decodes every source at ``short_side`` (uncropped); raises on the first bad one."""
-    return [to_tensor(decode(s, short_side)) for s in sources]
 
 
 # Whole-image views are downscaled from a decode whose shorter side is at least this

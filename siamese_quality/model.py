@@ -1,9 +1,9 @@
 """The siamese network: a shared-weight branch (encoder + head) that scores one image.
 
 The siamese form is two copies of :class:`QualityBranch` with tied weights; the
-probability that copy A got the larger magnitude is ``sigmoid(s(A) - s(B))``
-(:class:`SiameseRanker`). Training uses grouped batches (several magnitudes of one
-image in one forward pass) for the same loss; scoring runs one branch.
+probability that copy A got the larger magnitude is ``sigmoid(s(A) - s(B))``. Training
+runs the one branch over grouped batches (several magnitudes of one image in one forward
+pass) and compares the scores pairwise (``training.ranking_loss``); scoring runs it once.
 """
 
 from __future__ import annotations
@@ -423,18 +423,6 @@ class QualityBranch(nn.Module):
                 block[1] = nn.Identity()
         branch.folded = True
         return branch
-
-
-class SiameseRanker(nn.Module):
-    """The two-branch, shared-weight form: ``P(A has the larger magnitude) = sigmoid(logit)``."""
-
-    def __init__(self, branch: QualityBranch):
-        super().__init__()
-        self.branch = branch
-
-    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        scores = self.branch(torch.cat([first, second]))
-        return scores[: len(first)] - scores[len(first) :]
 
 
 def pick_device(requested: str | None = None) -> torch.device:

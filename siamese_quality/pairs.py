@@ -1,14 +1,11 @@
 """Training examples: distorted copies of one image with known magnitudes.
 
-Two forms of the same pretext task:
+The siamese pretext task (two copies of one image, which got more?) is trained in
+RankIQA-style :class:`GroupedBatches`: K magnitudes of each of B images in one forward
+pass give B * K * (K - 1) / 2 same-image pairs (plus cross-image pairs) for the ranking
+loss, at a fraction of the cost of drawing the pairs one by one.
 
-- :class:`SiamesePairDataset`, the classic siamese generator: one image, two random
-  magnitudes, label 1 when the first copy got the larger one.
-- :class:`GroupedBatches`, RankIQA-style: K magnitudes of each of B images in one
-  forward pass, giving B * K * (K - 1) / 2 same-image pairs (plus cross-image pairs)
-  for the same ranking loss at a fraction of the cost.
-
-Both render copies through the model's view (:mod:`siamese_quality.views`), as
+Copies are rendered through the model's view (:mod:`siamese_quality.views`), as
 evaluation and scoring do. Sources are whole images (whole views) or native-resolution
 tiles, a patch with its margin (patch views).
 """
@@ -155,53 +152,6 @@ class Augmentation:
             gamma = float(np.exp(rng.uniform(*np.log(self.gamma_range))))
             image = (255.0 * (image.float() / 255.0) ** gamma).round().to(torch.uint8)
         return image.contiguous()
-
-
-class SiamesePairDataset(torch.utils.data.Dataset):
-    """The classic siamese pretext dataset: ``(first, second, label, m_first, m_second)``.
-
-    ``label`` is 1.0 when ``first`` got the larger magnitude. Item ``i`` is
-    deterministic given ``seed`` (it seeds its own generator).
-    """
-
-    def __init__(
-        self,
-        sources: Sequence[torch.Tensor],
-        distortion: Distortion,
-        view: View,
-        pairs_per_image: int = 16,
-        augmentation: Augmentation | None = None,
-        seed: int = 0,
-        patch_size: int | None = None,
-    ):
-        if not sources:
-            raise ValueError("SiamesePairDataset needs at least one image")
-        self.sources = list(sources)
-        self.distortion = distortion
-        self.view = view
-        self.patch_size = patch_size or view.input_size
-        self.pairs_per_image = pairs_per_image
-        self.augmentation = augmentation or Augmentation.for_distortion(distortion)
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.sources) * self.pairs_per_image
-
-    def __getitem__(self, index: int):
-        rng = np.random.default_rng([self.seed, index])
-        source = self.sources[index % len(self.sources)]
-        source = draw_source(source, self.view, rng)
-        patch = self.augmentation(source, source_crop(self.view, self.patch_size), rng)
-        first, second = stratified_magnitudes(self.distortion, 2, rng)
-        images = self.augmentation.after(
-            [
-                render(patch, self.distortion, m, self.view, self.patch_size)
-                for m in (first, second)
-            ],
-            rng,
-        )
-        label = 1.0 if first > second else 0.0
-        return images[0], images[1], torch.tensor(label), float(first), float(second)
 
 
 @dataclass

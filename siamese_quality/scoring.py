@@ -33,7 +33,7 @@ class ScoredBatch:
     failures: list[dict] = field(default_factory=list)  # {"index", "kind", "message"}
 
 
-class _ImageFiles(torch.utils.data.Dataset):
+class ImageFiles(torch.utils.data.Dataset):
     """Reads each file once per kind of decode and prepares it for every distinct view."""
 
     def __init__(self, paths: Sequence[str], views: Sequence[View]):
@@ -75,7 +75,7 @@ class _LoadedBatch:
         return len(self.indices) + len(self.failures)
 
 
-def _collate(items) -> _LoadedBatch:
+def collate_images(items) -> _LoadedBatch:
     # default_collate stacks straight into shared memory in a loader worker: a stacked
     # copy on the worker's heap first made its RSS grow with the number of batches
     stack = torch.utils.data.default_collate
@@ -111,12 +111,12 @@ def iter_model_scores(
     if not models:
         raise ValueError("no models to score with")
     workers = default_num_workers(len(paths)) if num_workers is None else num_workers
-    dataset = _ImageFiles(paths, [m.view for m in models.values()])
+    dataset = ImageFiles(paths, [m.view for m in models.values()])
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_images,
         persistent_workers=False,
     )
     # Decoding workers and inference threads share the CPUs: leave the workers theirs

@@ -119,3 +119,32 @@ def test_the_demo_app_can_schedule_operations():
     assert out.returncode == 0, out.stderr
     # before: the App would register an orchestrator first (NOT AVAILABLE); after: it queues
     assert out.stdout.split()[-3:] == ["True", "False", "true"]
+
+
+# the modules that work without FiftyOne: the model, its training and its reading
+CORE_MODULES = (
+    "distortions",
+    "severity",
+    "images",
+    "views",
+    "pairs",
+    "model",
+    "pretext_model",
+    "training",
+    "calibration",
+    "evaluation",
+    "baselines",
+    "scoring",
+    "texts",
+)
+
+
+def test_the_core_modules_import_no_fiftyone():
+    imports = "; ".join(f"import siamese_quality.{name}" for name in CORE_MODULES)
+    loaded = "sorted(m for m in sys.modules if m.startswith('fiftyone'))"
+    code = f"import sys; {imports}; print({loaded})"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

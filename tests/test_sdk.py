@@ -375,3 +375,28 @@ def test_one_sided_fields_sort_by_name_so_the_view_bar_can_show_it(image_dataset
         assert view.values("blur") == expected
         (sort,) = [s for s in view._stages if type(s).__name__ == "SortBy"]
         assert sort.field_or_expr == "blur"  # a name, not an expression ("···" in the App)
+
+
+def test_one_severity_rule_gives_the_python_value_and_the_database_expression(
+    dataset_factory,
+):
+    from fiftyone import ViewField as F
+
+    from siamese_quality.distortions import get_distortion, list_distortions
+    from siamese_quality.severity import severity_rule
+
+    dataset = dataset_factory()
+    values = [-20.0, -1.5, 0.0, 0.5, 3.0, 7.0, 95.0, 100.0]
+    dataset.add_samples([fo.Sample(filepath=f"/no/{i}.png", v=v) for i, v in enumerate(values)])
+    for name in list_distortions():
+        description = get_distortion(name).to_dict()
+        in_python = [severity_rule(description, v) for v in values]
+        assert dataset.values(severity_rule(description, F("v"))) == pytest.approx(in_python)
+        undistorted = severity_rule(description, description["identity"])
+        assert (
+            undistorted == 0
+            and min(
+                severity_rule(description, m) for m in (description["low"], description["high"])
+            )
+            >= 0
+        ), name

@@ -310,13 +310,13 @@ class QualityPanel(foo.Panel):
     def _set_severity_max(ctx, distortion: dict) -> None:
         """The threshold slider's range: the largest severity a value can have (two-sided
         tasks reach it on either side); a threshold beyond it is brought back in."""
-        identity = distortion.get("identity", distortion.get("low", 0.0))
-        largest = float(
-            max(
-                abs(distortion.get("high", 1.0) - identity),
-                abs(identity - distortion.get("low", 0.0)),
-            )
-        )
+        from siamese_quality.severity import severity_rule
+
+        if distortion:
+            ends = (distortion["low"], distortion["high"])
+            largest = float(max(severity_rule(distortion, end) for end in ends))
+        else:
+            largest = 1.0
         ctx.panel.state.severity_max = largest
         if (ctx.panel.state.threshold or 0.0) > largest:
             ctx.panel.state.threshold = largest
