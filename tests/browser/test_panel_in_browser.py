@@ -205,11 +205,13 @@ class App:
                 break
             except Exception:
                 self.page.reload(wait_until="domcontentloaded")
-        if self.stages():  # the server keeps the last test's view across page loads
-            self.page.click('[data-cy="btn-clear-view-bar"]')
-            self.page.wait_for_function(f"() => !({self._stages_js()}).length")
         self.page.wait_for_selector("text=Worst first", timeout=60000)
         self.wait_for_traces("Calibration", 2)
+        # the server keeps the last test's view across page loads: start from the whole
+        # dataset, as the panel's state line confirms (the view bar may still be loading)
+        if "the whole dataset" not in self.grid_line():
+            self.page.click('[data-cy="btn-clear-view-bar"]')
+        self.wait_for_grid_line("the whole dataset")
         return self
 
     @staticmethod
@@ -310,11 +312,25 @@ class App:
         return options
 
     def click_bar(self, index: int) -> None:
-        """Clicks bar ``index`` of the distribution's histogram trace."""
-        self.page.locator(
-            ".js-plotly-plot:has(.gtitle:text-matches('over the current view')) "
-            ".barlayer .trace >> nth=0"
-        ).locator(".point").nth(index).click(force=True)
+        """Clicks bar ``index`` of the distribution's histogram trace, where a user
+        would: inside the drawn bar, scrolled into view (a thin bar's own element can
+        have no area to click)."""
+        box = self.page.evaluate(
+            """(index) => {
+                const plot = [...document.querySelectorAll('.js-plotly-plot')].find(
+                    g => (g.layout.title.text || '').includes('over the current view'));
+                plot.scrollIntoView({block: 'center'});
+                const bar = plot.querySelectorAll('.barlayer .trace')[0]
+                    .querySelectorAll('.point path')[index];
+                const r = bar.getBoundingClientRect();
+                return {x: r.x, y: r.y, width: r.width, height: r.height};
+            }""",
+            index,
+        )
+        assert box["height"] > 0, box  # a bar with samples in it
+        self.page.mouse.click(
+            box["x"] + box["width"] / 2, box["y"] + box["height"] - min(3, box["height"] / 2)
+        )
 
     def fill(self, label: str, value: str) -> None:
         """Types ``value`` into the operator form's field labelled ``label``."""
@@ -413,6 +429,7 @@ def _fullest_bar(app, above_zero: bool = False) -> tuple[int, float, float]:
     _, edges, _ = app.dataset.histogram_values("blur", bins=len(counts))
     bars = [i for i in range(len(counts)) if not above_zero or edges[i] > 0]
     index = max(bars, key=lambda i: (counts[i], -i))
+    assert counts[index] > 0, counts
     return index, edges[index], edges[index + 1]
 
 
