@@ -77,6 +77,18 @@ def _call(progress: ProgressArg, value) -> None:
         progress(value)
 
 
+def _training_config(task: str, max_seconds, backbone, options: dict):
+    """A validated :class:`~siamese_quality.training.TrainingConfig`."""
+    from .training import TrainingConfig
+
+    try:
+        config = TrainingConfig(task=task, max_seconds=max_seconds, backbone=backbone, **options)
+    except TypeError as e:
+        raise ValueError(f"unknown training option: {e}") from None
+    config.validate()
+    return config
+
+
 # --- training ------------------------------------------------------------------------
 
 
@@ -108,19 +120,13 @@ def train(
     Returns:
         the :class:`ModelInfo`, including held-out metrics and the baseline's
     """
-    from .training import TrainingConfig, train_pretext_model
+    from .training import train_pretext_model
 
     dataset = root_dataset(samples)
     require_images(samples)
     key = key or task
     replace = check_new_key(dataset, key, overwrite)
-    try:
-        config = TrainingConfig(
-            task=task, max_seconds=max_seconds, backbone=backbone, **training_options
-        )
-    except TypeError as e:
-        raise ValueError(f"unknown training option: {e}") from None
-    config.validate()
+    config = _training_config(task, max_seconds, backbone, training_options)
     ids, paths = samples.values(["id", "filepath"])
     if len(paths) < 4:
         raise ValueError(

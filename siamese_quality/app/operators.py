@@ -88,6 +88,17 @@ def _training_summary(dataset, info) -> str:
     )
 
 
+def _training_duration_notice(inputs, budget: float) -> None:
+    inputs.view(
+        "duration",
+        types.Notice(
+            label=f"Expected duration: up to {budget:g} s of training, then calibration "
+            "and evaluation on held-out images. Execute keeps the App waiting that long; "
+            "Schedule hands it to a worker (make worker) and the panel shows its progress."
+        ),
+    )
+
+
 # --- training ------------------------------------------------------------------------
 
 
@@ -168,15 +179,7 @@ class TrainModel(foo.Operator):
             _invalid(resolution, "The working resolution must be at least 32 px")
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         inputs.view_target(ctx, action_description="Train on")
-        budget = _param(ctx, "max_seconds", 120.0)
-        inputs.view(
-            "duration",
-            types.Notice(
-                label=f"Expected duration: up to {budget:g} s of training, then calibration "
-                "and evaluation on held-out images. Execute keeps the App waiting that long; "
-                "Schedule hands it to a worker (make worker) and the panel shows its progress."
-            ),
-        )
+        _training_duration_notice(inputs, _param(ctx, "max_seconds", 120.0))
         return types.Property(inputs)
 
     def execute(self, ctx):

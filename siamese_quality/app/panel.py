@@ -542,7 +542,7 @@ class QualityPanel(foo.Panel):
 
     def _render_actions(self, ctx, panel) -> None:
         """The state line, the actions, their sliders and the distribution they act on."""
-        field, unit = ctx.panel.state.field, ctx.panel.state.unit or ""
+        unit = ctx.panel.state.unit or ""
         panel.md(ctx.panel.state.grid or "", name="grid_state")
         actions = panel.h_stack("actions", gap=1)
         actions.btn("worst_first", label="Worst first", on_click=self.worst_first)
@@ -581,6 +581,10 @@ class QualityPanel(foo.Panel):
                 value_label_display="auto",
             ),
         )
+        self._render_distribution(ctx, panel)
+
+    def _render_distribution(self, ctx, panel) -> None:
+        field, unit = ctx.panel.state.field, ctx.panel.state.unit or ""
         panel.plot(
             "distribution",
             on_click=self.on_bar_click,
