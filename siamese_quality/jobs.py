@@ -13,31 +13,40 @@ from . import PLUGIN_NAME
 ACTIVE_STATES = ("queued", "scheduled", "running")
 
 
+def _plugin_operations(dataset, run_state: dict | str, fields: list[str], **query):
+    """This plugin's delegated-operation documents on ``dataset`` in ``run_state``,
+    each with its ``operator`` name (no plugin prefix) and ``label`` in words."""
+    import fiftyone.core.odm as foo_odm
+
+    selector = {
+        "dataset_id": dataset._doc.id,
+        "operator": {"$regex": f"^{PLUGIN_NAME}/"},
+        "run_state": run_state,
+        **query,
+    }
+    fields = ["operator", "context.request_params.params", *fields]
+    documents = foo_odm.get_db_conn()["delegated_ops"].find(selector, fields)
+    for document in documents.sort("queued_at", 1):
+        operator = document["operator"].split("/")[-1]
+        params = ((document.get("context") or {}).get("request_params") or {}).get("params") or {}
+        yield {**document, "operator": operator, "label": _job_label(operator, params)}
+
+
 def active_jobs(dataset) -> list[dict]:
     """This plugin's operations on ``dataset`` that have not ended, oldest first.
 
     Each is ``{"id", "operator", "label", "state", "progress"}``; ``progress`` is a
     fraction in [0, 1] or None before the worker reports one.
     """
-    import fiftyone.core.odm as foo_odm
-
-    query = {
-        "dataset_id": dataset._doc.id,
-        "operator": {"$regex": f"^{PLUGIN_NAME}/"},
-        "run_state": {"$in": list(ACTIVE_STATES)},
-    }
-    fields = ["operator", "run_state", "status", "queued_at", "context.request_params.params"]
-    documents = foo_odm.get_db_conn()["delegated_ops"].find(query, fields).sort("queued_at", 1)
+    states = {"$in": list(ACTIVE_STATES)}
     jobs = []
-    for document in documents:
+    for document in _plugin_operations(dataset, states, ["run_state", "status"]):
         status = document.get("status") or {}
-        operator = document["operator"].split("/")[-1]
-        params = ((document.get("context") or {}).get("request_params") or {}).get("params") or {}
         jobs.append(
             {
                 "id": str(document["_id"]),
-                "operator": operator,
-                "label": _job_label(operator, params),
+                "operator": document["operator"],
+                "label": document["label"],
                 "state": document["run_state"],
                 "progress": status.get("progress"),
                 "progress_label": status.get("label"),
@@ -73,23 +82,13 @@ def describe_jobs(jobs: list[dict]) -> str:
 def failed_jobs(dataset, since) -> list[dict]:
     """This plugin's operations on ``dataset`` that failed after ``since`` (a UTC
     datetime), each ``{"id", "label", "error"}`` with the error's last line."""
-    import fiftyone.core.odm as foo_odm
-
-    query = {
-        "dataset_id": dataset._doc.id,
-        "operator": {"$regex": f"^{PLUGIN_NAME}/"},
-        "run_state": "failed",
-        "failed_at": {"$gte": since},
-    }
-    fields = ["operator", "result", "context.request_params.params"]
     failures = []
-    for document in foo_odm.get_db_conn()["delegated_ops"].find(query, fields):
-        params = ((document.get("context") or {}).get("request_params") or {}).get("params") or {}
+    for document in _plugin_operations(dataset, "failed", ["result"], failed_at={"$gte": since}):
         error = ((document.get("result") or {}).get("error") or "unknown error").strip()
         failures.append(
             {
                 "id": str(document["_id"]),
-                "label": _job_label(document["operator"].split("/")[-1], params),
+                "label": document["label"],
                 "error": error.splitlines()[-1][:300],
             }
         )
