@@ -257,22 +257,12 @@ def test_results_changed_by_another_process_are_read_not_a_crash(image_dataset, 
     assert report["images"] == 4
 
 
-CUSTOM_DISTORTION_MODULE = '''
-import siamese_quality.distortions as D
+def readme_example(heading: str) -> list[str]:
+    """The Python code blocks of the README section under ``heading``, as written."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
 
-
-def fade(image, amount):
-    """Towards mid grey: (1 - amount) * image + amount * 128."""
-    return (image.float() * (1 - amount) + 128 * amount).round().byte()
-
-
-D.register_distortion(
-    D.Distortion(
-        name="{name}", apply=fade, unit="fraction", low=0.0, high=0.8, identity=0.0,
-        description="fade to grey",
-    )
-)
-'''
 
 OTHER_PROCESS = """
 import sys
@@ -280,45 +270,58 @@ import fiftyone as fo
 import siamese_quality as sq
 from siamese_quality.distortions import list_distortions
 dataset = fo.load_dataset(sys.argv[1])
-assert sys.argv[2] not in list_distortions()  # this process never registered it
-summary = sq.score(dataset, key="faded", field="faded_again", progress=False)
-report = sq.evaluate(dataset, key="faded", grid_size=3)
+assert "fade" not in list_distortions()  # this process never registered it
+summary = sq.score(dataset, key="fade", field="fade_again", progress=False)
+report = sq.evaluate(dataset, key="fade", grid_size=3)
 print("SCORED", summary["scored"], "EVALUATED", sorted(report["metrics"]))
 """
 
 
-def test_a_custom_distortion_trained_here_scores_and_evaluates_in_another_process(
+def test_the_readme_distortion_trains_here_scores_in_another_process_and_sorts(
     dataset_factory, tmp_path
 ):
-    import importlib
     import subprocess
     import sys
-    import uuid
 
+    import torch
     from conftest import write_dead_leaves_images
+    from PIL import Image
 
     from siamese_quality import distortions
 
-    suffix = uuid.uuid4().hex[:8]
-    module, name = f"sq_test_fade_{suffix}", f"test_fade_{suffix}"
-    (tmp_path / f"{module}.py").write_text(CUSTOM_DISTORTION_MODULE.replace("{name}", name))
+    module_code, usage = readme_example("### Add your own distortion")
+    (tmp_path / "my_distortions.py").write_text(module_code)
     dataset = dataset_factory(persistent=True)  # the other process loads it by name
     paths = write_dead_leaves_images(tmp_path / "images", 6, size=(120, 96))
-    dataset.add_samples([fo.Sample(filepath=p) for p in paths])
+    # one more photo, faded by known amounts: what the sort must put in order
+    (source,) = write_dead_leaves_images(tmp_path / "source", 1, size=(120, 96), seed=7)
+    source = torch.from_numpy(np.array(Image.open(source))).permute(2, 0, 1)
+    fades = (0.0, 0.2, 0.4, 0.6)
     sys.path.insert(0, str(tmp_path))
     try:
-        importlib.import_module(module)
-        sq.train(dataset, task=name, key="faded", progress=False, **TINY_TRAINING)
-        sq.score(dataset, key="faded", progress=False)
+        import my_distortions
+
+        for amount in fades:
+            faded = my_distortions.fade(source, amount).permute(1, 2, 0).numpy()
+            paths.append(str(tmp_path / f"faded_{amount}.png"))
+            Image.fromarray(faded).save(paths[-1])
+        dataset.add_samples([fo.Sample(filepath=p) for p in paths])
+        # the README's lines, with a step budget instead of a minute of training
+        options = ", ".join(f"{k}={v!r}" for k, v in {**TINY_TRAINING, "seed": 0}.items())
+        assert "max_seconds=60" in usage
+        exec(
+            usage.replace("max_seconds=60", options),
+            {"sq": sq, "actions": actions, "dataset": dataset},
+        )
     finally:
         sys.path.remove(str(tmp_path))
-        sys.modules.pop(module, None)
-        distortions._REGISTRY.pop(name, None)
+        sys.modules.pop("my_distortions", None)
+        distortions._REGISTRY.pop("fade", None)
 
     def other_process(pythonpath: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONPATH": pythonpath}
         return subprocess.run(
-            [sys.executable, "-c", OTHER_PROCESS, dataset.name, name],
+            [sys.executable, "-c", OTHER_PROCESS, dataset.name],
             capture_output=True,
             text=True,
             env=env,
@@ -328,13 +331,19 @@ def test_a_custom_distortion_trained_here_scores_and_evaluates_in_another_proces
     # importable there (on its path), never imported: found through the model's record
     found = other_process(os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     assert found.returncode == 0, found.stderr
-    assert "SCORED 6 EVALUATED" in found.stdout
+    assert "SCORED 10 EVALUATED" in found.stdout
     dataset.reload()
-    assert dataset.values("faded_again_raw") == pytest.approx(dataset.values("faded_raw"))
+    assert dataset.values("fade_again_raw") == pytest.approx(dataset.values("fade_raw"))
+    faded_first = actions.worst_first(
+        dataset.match(fo.ViewField("filepath").contains_str("faded_")), "fade_again"
+    )
+    assert [os.path.basename(p) for p in faded_first.values("filepath")] == [
+        f"faded_{amount}.png" for amount in reversed(fades)
+    ]
     # not importable there: a clear message naming the module
     lost = other_process(os.environ.get("PYTHONPATH", ""))
     assert lost.returncode != 0
-    assert f"its module '{module}' could not be imported" in lost.stderr
+    assert "its module 'my_distortions' could not be imported" in lost.stderr
 
 
 def test_an_installed_package_names_its_distortions_in_an_entry_point(tmp_path):
@@ -345,7 +354,8 @@ def test_an_installed_package_names_its_distortions_in_an_entry_point(tmp_path):
 
     suffix = uuid.uuid4().hex[:8]
     module, name = f"sq_test_fade_{suffix}", f"test_fade_{suffix}"
-    (tmp_path / f"{module}.py").write_text(CUSTOM_DISTORTION_MODULE.replace("{name}", name))
+    module_code = readme_example("### Add your own distortion")[0]
+    (tmp_path / f"{module}.py").write_text(module_code.replace('name="fade"', f'name="{name}"'))
     # what pip leaves for an installed package that declares the entry point
     info = tmp_path / f"sq_fade_{suffix}-0.1.dist-info"
     info.mkdir()
