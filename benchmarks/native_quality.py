@@ -126,8 +126,10 @@ def baseline_values(paths: list[str]) -> dict[str, dict[str, float]]:
     """Every classical baseline on every file, at the file's own resolution (cached)."""
     import torch
 
-    from siamese_quality.baselines import BASELINES
+    from siamese_quality.distortions import get_distortion, list_distortions
 
+    baselines = {t: get_distortion(t).baseline for t in list_distortions()}
+    baselines = {task: b for task, b in baselines.items() if b is not None}
     cache_file = os.path.join(CACHE, "baselines.json")
     cache = json.load(open(cache_file)) if os.path.isfile(cache_file) else {}
 
@@ -137,7 +139,7 @@ def baseline_values(paths: list[str]) -> dict[str, dict[str, float]]:
     missing = [p for p in paths if key(p) not in cache]
     for index, path in enumerate(missing):
         image = torch.from_numpy(load_rgb(path).copy()).permute(2, 0, 1).contiguous()
-        cache[key(path)] = {task: b.measure(image) for task, b in BASELINES.items()}
+        cache[key(path)] = {task: b.measure(image) for task, b in baselines.items()}
         if index % 100 == 99:
             json.dump(cache, open(cache_file, "w"))
     json.dump(cache, open(cache_file, "w"))

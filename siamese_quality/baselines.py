@@ -17,6 +17,9 @@ import torch
 
 @dataclass(frozen=True)
 class Baseline:
+    """A named measure ``f(uint8 image (3, H, W)) -> float`` that grows with the
+    distortion's magnitude; a :class:`~siamese_quality.distortions.Distortion` holds its own."""
+
     name: str
     measure: Callable[[torch.Tensor], float]
 
@@ -100,21 +103,9 @@ def flat_neighbour_share(image: torch.Tensor) -> float:
     return float((same_x + same_y) / 2)
 
 
-BASELINES: dict[str, Baseline] = {
-    "blur": Baseline("variance of the Laplacian", negative_log_laplacian_variance),
-    "brightness": Baseline("mean HSV value", mean_hsv_value),
-    "noise": Baseline("wavelet noise estimate", wavelet_noise_sigma),
-    "jpeg": Baseline("8x8 blockiness", negative_blockiness),
-    "contrast": Baseline("tonal reach", tonal_reach),
-    "pixelation": Baseline("equal-neighbour share", flat_neighbour_share),
-}
-
-
 def get_baseline(task: str) -> Baseline | None:
-    """The classical baseline of ``task``, or None (rotation has none)."""
-    return BASELINES.get(task)
+    """The classical baseline of ``task`` (its :class:`~siamese_quality.distortions.Distortion`
+    record holds it), or None (rotation has none)."""
+    from .distortions import get_distortion
 
-
-def register_baseline(task: str, baseline: Baseline) -> None:
-    """Adds or replaces the baseline used in evaluations of ``task``."""
-    BASELINES[task] = baseline
+    return get_distortion(task).baseline

@@ -42,6 +42,15 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageEnhance
 
+from .baselines import (
+    Baseline,
+    flat_neighbour_share,
+    mean_hsv_value,
+    negative_blockiness,
+    negative_log_laplacian_variance,
+    tonal_reach,
+    wavelet_noise_sigma,
+)
 from .severity import severity_rule
 
 DistortionFn = Callable[[torch.Tensor, float], torch.Tensor]
@@ -87,6 +96,8 @@ class Distortion:
         training_defaults: :class:`~siamese_quality.training.TrainingConfig` values
             that suit this task (``backbone``, ``learning_rate``, ``patch_fraction``,
             ``working_resolution``, ``patch_count``, ``images_per_batch``)
+        baseline: the classical, training-free measure a model must beat
+            (:class:`~siamese_quality.baselines.Baseline`: its name and function), or None
         module: the importable module whose import registers this distortion
             (default: the module that defines ``apply``). Models record it, so that
             other processes (the App server, delegated workers) import it to find the
@@ -116,6 +127,7 @@ class Distortion:
         default_factory=lambda: {"backbone": "small_cnn", "patch_fraction": 0.5}
     )
 
+    baseline: Baseline | None = None
     module: str | None = None
 
     @property
@@ -170,6 +182,7 @@ class Distortion:
             "supersample": self.supersample,
             "input_crop": self.input_crop,
             "spacing": self.spacing,
+            "baseline": self.baseline.name if self.baseline else None,
         }
 
 
@@ -641,6 +654,7 @@ _LOCAL_DEFAULTS = {
 register_distortion(
     Distortion(
         name="blur",
+        baseline=Baseline("variance of the Laplacian", negative_log_laplacian_variance),
         apply=camera_blur,
         apply_many=camera_blur_many,
         alternative=gaussian_blur_opencv,
@@ -687,6 +701,7 @@ register_distortion(
 register_distortion(
     Distortion(
         name="brightness",
+        baseline=Baseline("mean HSV value", mean_hsv_value),
         apply=brightness_shift,
         alternative=brightness_shift_skimage,
         unit="HSV value offset (0-255 scale)",
@@ -701,6 +716,7 @@ register_distortion(
 register_distortion(
     Distortion(
         name="noise",
+        baseline=Baseline("wavelet noise estimate", wavelet_noise_sigma),
         apply=camera_noise,
         alternative=gaussian_noise_numpy,
         unit="sigma on 0-255 (native resolution)",
@@ -718,6 +734,7 @@ register_distortion(
 register_distortion(
     Distortion(
         name="jpeg",
+        baseline=Baseline("8x8 blockiness", negative_blockiness),
         apply=jpeg_compress,
         alternative=jpeg_compress_opencv,
         unit="JPEG quality (as encoded)",
@@ -735,6 +752,7 @@ register_distortion(
 register_distortion(
     Distortion(
         name="contrast",
+        baseline=Baseline("tonal reach", tonal_reach),
         apply=contrast,
         alternative=contrast_pillow,
         unit="contrast factor",
@@ -758,6 +776,7 @@ register_distortion(
 register_distortion(
     Distortion(
         name="pixelation",
+        baseline=Baseline("equal-neighbour share", flat_neighbour_share),
         apply=pixelate,
         alternative=pixelate_pillow,
         unit="block size (px of the stored image)",

@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-BACKBONES = (
-    "small_cnn",
-    "pixel_grid",
-    "noise_residual",
-    "orientation",
-    "tonal",
-    "resnet18",
-    "mobilenet_v3_small",
-)
-DEFAULT_BACKBONE = "small_cnn"
-
 # Fixed normalisation (no per-image statistics): absolute brightness must stay visible
 _SMALL_CNN_MEAN, _SMALL_CNN_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# The tonal and pixel-grid front ends read raw 0-255 levels
+# The fixed front ends read raw 0-255 levels
 _RAW_MEAN, _RAW_STD = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)
-# Encoders with no convolutions gain nothing from channels-last memory
-_NO_CONVOLUTIONS = ("orientation", "tonal", "pixel_grid", "noise_residual")
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -314,54 +303,115 @@ def _load_state_dict_file(path: str) -> dict:
     return state
 
 
-_FROM_SCRATCH = {
-    "small_cnn": SmallCNN,
-    "pixel_grid": PixelGridNet,
-    "noise_residual": NoiseResidualNet,
-    "orientation": OrientationHistogramNet,
-    "tonal": TonalReachNet,
-}
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything about one backbone, in one place.
+
+    Attributes:
+        name: what ``TrainingConfig.backbone`` and model files call it
+        build: ``f(pretrained) -> (encoder, feature size)``
+        mean, std: per-channel normalisation of 0-1 levels before the encoder
+        channels_last: whether the encoder has convolutions (oneDNN runs them about
+            twice as fast on NHWC tensors on a CPU)
+        head: ``"mlp"`` (features -> 64 -> 1) or ``"odd_linear"`` (one weight, no bias:
+            keeps an encoder's mirror-odd score odd, see :class:`OrientationHistogramNet`)
+    """
+
+    name: str
+    build: Callable[[bool | str], tuple[nn.Module, int]]
+    mean: tuple[float, float, float] = _SMALL_CNN_MEAN
+    std: tuple[float, float, float] = _SMALL_CNN_STD
+    channels_last: bool = False
+    head: str = "mlp"
+
+
+def _from_scratch(
+    name: str, module: type[nn.Module]
+) -> Callable[[bool | str], tuple[nn.Module, int]]:
+    def build(pretrained: bool | str) -> tuple[nn.Module, int]:
+        if pretrained:
+            raise ValueError(f"{name} has no pretrained weights; it trains from scratch")
+        encoder = module()
+        return encoder, encoder.out_features
+
+    return build
+
+
+def _torchvision(name: str) -> Callable[[bool | str], tuple[nn.Module, int]]:
+    """A torchvision classifier without its classifier: ``pretrained=True`` uses
+    torchvision's default ImageNet weights (downloaded once to torch's cache), a path
+    loads a local state-dict file (``weights_only=True``) for offline machines."""
+
+    def build(pretrained: bool | str) -> tuple[nn.Module, int]:
+        import torchvision.models as tvm
+
+        weights = tvm.get_model_weights(name).DEFAULT if pretrained is True else None
+        model = tvm.get_model(name, weights=weights)
+        if isinstance(pretrained, str | os.PathLike):
+            state = _load_state_dict_file(os.fspath(pretrained))
+            missing, _ = model.load_state_dict(state, strict=False)
+            if any(not k.startswith(("fc.", "classifier.")) for k in missing):
+                raise ValueError(f"{pretrained}: not {name} weights (missing {missing[:3]}...)")
+        if hasattr(model, "fc"):
+            features, model.fc = model.fc.in_features, nn.Identity()
+        else:
+            features, model.classifier = model.classifier[0].in_features, nn.Identity()
+        return model, features
+
+    return build
+
+
+_BACKBONE_SPECS: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Adds a backbone; ``TrainingConfig.backbone`` and the App's train form list it."""
+    if spec.head not in ("mlp", "odd_linear"):
+        raise ValueError(f"{spec.name}: head must be 'mlp' or 'odd_linear', got {spec.head!r}")
+    _BACKBONE_SPECS[spec.name] = spec
+    return spec
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    if name not in _BACKBONE_SPECS:
+        raise ValueError(f"Unknown backbone {name!r}; available: {', '.join(_BACKBONE_SPECS)}")
+    return _BACKBONE_SPECS[name]
+
+
+_RAW = {"mean": _RAW_MEAN, "std": _RAW_STD}
+_IMAGENET = {"mean": _IMAGENET_MEAN, "std": _IMAGENET_STD, "channels_last": True}
+
+
+def _scratch(name: str, module: type[nn.Module], **options) -> BackboneSpec:
+    return BackboneSpec(name, _from_scratch(name, module), **options)
+
+
+for _spec in (
+    _scratch("small_cnn", SmallCNN, channels_last=True),
+    _scratch("pixel_grid", PixelGridNet, **_RAW),
+    _scratch("noise_residual", NoiseResidualNet, **_RAW),
+    _scratch("orientation", OrientationHistogramNet, head="odd_linear"),
+    _scratch("tonal", TonalReachNet, **_RAW),
+    BackboneSpec("resnet18", _torchvision("resnet18"), **_IMAGENET),
+    BackboneSpec("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), **_IMAGENET),
+):
+    register_backbone(_spec)
+
+# a view of the registry's names, for forms and messages (registered ones included)
+BACKBONES = _BACKBONE_SPECS.keys()
+DEFAULT_BACKBONE = "small_cnn"
 
 
 def build_encoder(backbone: str, pretrained: bool | str = False) -> tuple[nn.Module, int]:
     """Builds the encoder of a branch and returns it with its feature size.
 
     Args:
-        backbone: one of :data:`BACKBONES`
+        backbone: a registered backbone (:data:`BACKBONES`)
         pretrained: torchvision backbones only. ``True`` uses torchvision's default
             ImageNet weights (downloaded once to torch's cache), a path loads a local
             state-dict file (``weights_only=True``) for offline machines.
     """
-    if backbone in _FROM_SCRATCH:
-        if pretrained:
-            raise ValueError(f"{backbone} has no pretrained weights; it trains from scratch")
-        encoder = _FROM_SCRATCH[backbone]()
-        return encoder, encoder.out_features
-
-    import torchvision.models as tvm
-
-    if backbone == "resnet18":
-        weights = tvm.ResNet18_Weights.DEFAULT if pretrained is True else None
-        model = tvm.resnet18(weights=weights)
-    elif backbone == "mobilenet_v3_small":
-        weights = tvm.MobileNet_V3_Small_Weights.DEFAULT if pretrained is True else None
-        model = tvm.mobilenet_v3_small(weights=weights)
-    else:
-        raise ValueError(f"Unknown backbone {backbone!r}; available: {', '.join(BACKBONES)}")
-    if isinstance(pretrained, str | os.PathLike):
-        missing, _ = model.load_state_dict(
-            _load_state_dict_file(os.fspath(pretrained)), strict=False
-        )
-        if any(not k.startswith(("fc.", "classifier.")) for k in missing):
-            raise ValueError(f"{pretrained}: not {backbone} weights (missing {missing[:3]}...)")
-
-    if backbone == "resnet18":
-        features = model.fc.in_features
-        model.fc = nn.Identity()
-    else:
-        features = model.classifier[0].in_features
-        model.classifier = nn.Identity()
-    return model, features
+    return get_backbone(backbone).build(pretrained)
 
 
 class QualityBranch(nn.Module):
@@ -369,27 +419,21 @@ class QualityBranch(nn.Module):
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained: bool | str = False):
         super().__init__()
+        spec = get_backbone(backbone)
         self.backbone = backbone
-        self.encoder, features = build_encoder(backbone, pretrained)
-        if backbone == "orientation":
+        self.encoder, features = spec.build(pretrained)
+        if spec.head == "odd_linear":
             # the encoder already gives the (mirror-odd) score: keep it odd, start as is
-            self.head = nn.Linear(1, 1, bias=False)
+            self.head = nn.Linear(features, 1, bias=False)
             nn.init.ones_(self.head.weight)
         else:
             self.head = nn.Sequential(
                 nn.Linear(features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
             )
-        if backbone in ("tonal", "pixel_grid", "noise_residual"):
-            mean, std = _RAW_MEAN, _RAW_STD
-        elif backbone in _FROM_SCRATCH:
-            mean, std = _SMALL_CNN_MEAN, _SMALL_CNN_STD
-        else:
-            mean, std = _IMAGENET_MEAN, _IMAGENET_STD
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0)
         self.folded = False  # True for the copy for_inference makes
-        # oneDNN's convolutions run about twice as fast on NHWC tensors on a CPU
-        self.channels_last = backbone not in _NO_CONVOLUTIONS
+        self.channels_last = spec.channels_last
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 

@@ -256,6 +256,47 @@ def test_torchvision_backbones_load_a_local_pretrained_weights_file(tmp_path, ba
         QualityBranch(backbone, pretrained=str(wrong))
 
 
+def test_a_backbone_is_one_spec_registration_that_training_and_saving_use(tmp_path):
+    """Builder, feature size, normalisation, memory format and head in one record."""
+    from torch import nn
+
+    from siamese_quality import model as M
+
+    class MeanLevel(nn.Module):  # the mean grey level: enough to rank fades
+        out_features = 1
+
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))[:, None]
+
+    def build(pretrained):
+        return MeanLevel(), 1
+
+    M.register_backbone(M.BackboneSpec("test_mean_level", build, mean=(0, 0, 0), std=(1, 1, 1)))
+    try:
+        assert "test_mean_level" in M.BACKBONES  # the train form and messages list it
+        config = TrainingConfig(
+            task="brightness",
+            backbone="test_mean_level",
+            working_resolution=48,
+            max_seconds=None,
+            max_steps=4,
+            validation_every=2,
+            images_per_batch=2,
+        )
+        model = train_pretext_model([dead_leaves_image(i, (80, 64)) for i in range(6)], config)
+        path = str(tmp_path / "model.pt")
+        model.save(path)
+        again = PretextModel.load(path)
+        assert again.branch.backbone == "test_mean_level"
+        assert not again.branch.channels_last  # the spec's default: no convolutions
+        images = torch.stack([get_distortion("brightness").apply(_sources(1)[0], 0.0)] * 2)
+        assert torch.allclose(again.branch.score(images), model.branch.score(images))
+    finally:
+        M._BACKBONE_SPECS.pop("test_mean_level", None)
+    with pytest.raises(ValueError, match="Unknown backbone 'test_mean_level'"):
+        QualityBranch("test_mean_level")
+
+
 def test_task_defaults_fill_only_the_options_left_open():
     contrast = TrainingConfig(task="contrast").resolved()
     # contrast reads the ends of the tones, so it sees whole images, at twice the usual size
