@@ -22,7 +22,7 @@ def _field_distortion(samples, field: str) -> dict | None:
     owner = runs.owned_fields(dataset).get(field)
     if owner is None:
         return None
-    return runs.run_config(dataset, owner).get("distortion")
+    return runs.model_config(dataset, owner).distortion or None
 
 
 def _require_numeric_field(samples, field: str) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import fiftyone as fo
 
 from . import runs
+from .errors import InvalidOption
 
 if TYPE_CHECKING:  # the model code imports torch: listing models does not need it
     from .pretext_model import PretextModel
@@ -41,9 +42,34 @@ class ModelInfo:
     library_version: str
     training_options: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # steps, seconds, stop reason, ...
+    distortion: dict = field(default_factory=dict)  # Distortion.to_dict() when trained
+    # the evidence behind the metrics: the calibration curve (x, y, band) and the
+    # held-out points (score, magnitude, image), and how many images those are
+    calibration: dict = field(default_factory=dict)
+    held_out_points: dict = field(default_factory=dict)
+    held_out_images: int = 0
+    scoring: dict | None = None  # the last scoring job's summary
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def value_field(self) -> str | None:
+        """The calibrated field the model writes (not ``_raw``, ``_patches``, ...), once
+        it has scored."""
+        return value_field(self.fields)
+
+
+def value_field(fields: list[str]) -> str | None:
+    """The calibrated field among a model's recorded fields, or None."""
+    suffixes = ("_raw", "_fingerprint", "_patches")
+    values = [f for f in fields if not f.endswith(suffixes)]
+    return values[0] if values else None
+
+
+def model_fields(samples: Samples, key: str) -> list[str]:
+    """The fields model ``key`` wrote (its run config only: no results read)."""
+    return runs.model_config(samples, key).fields
 
 
 def root_dataset(samples: Samples) -> fo.Dataset:
@@ -62,25 +88,31 @@ def require_images(samples: Samples) -> None:
 
 def model_info(samples: Samples, key: str) -> ModelInfo:
     """The :class:`ModelInfo` of model ``key``."""
-    config = runs.run_config(samples, key)
+    config = runs.model_config(samples, key)
     results = runs.load_results(samples, key)
     evaluation = results.get("evaluation") or {}
+    points = evaluation.get("points") or {}
     info = root_dataset(samples).get_run_info(key)
     return ModelInfo(
         key=key,
-        task=config["task"],
-        unit=config["unit"],
-        backbone=config["backbone"],
-        working_resolution=config["working_resolution"],
-        view=config.get("view") or {},
-        weights_path=config["weights_path"],
-        fields=list(config.get("fields") or []),
+        task=config.task,
+        unit=config.unit,
+        backbone=config.backbone,
+        working_resolution=config.working_resolution,
+        view=config.view,
+        weights_path=config.weights_path,
+        fields=config.fields,
         metrics=evaluation.get("metrics", {}),
         baseline=evaluation.get("baseline"),
         trained_at=str(info.timestamp),
-        library_version=config.get("library_version", ""),
-        training_options=config.get("training_options") or {},
+        library_version=config.library_version,
+        training_options=config.training_options,
         training={k: v for k, v in (results.get("training") or {}).items() if k != "history"},
+        distortion=config.distortion,
+        calibration=results.get("calibration") or {},
+        held_out_points=points,
+        held_out_images=len(set(points.get("image") or [])),
+        scoring=results.get("scoring"),
     )
 
 
@@ -93,8 +125,8 @@ def load_model(samples: Samples, key: str) -> PretextModel:
     """Loads model ``key``; its weights must match the sha256 in the run record."""
     from .pretext_model import PretextModel
 
-    config = runs.run_config(samples, key)
-    return PretextModel.load(config["weights_path"], expected_sha256=config["weights_sha256"])
+    config = runs.model_config(samples, key)
+    return PretextModel.load(config.weights_path, expected_sha256=config.weights_sha256)
 
 
 def new_weights_path(dataset: fo.Dataset, key: str) -> str:
@@ -106,11 +138,18 @@ def new_weights_path(dataset: fo.Dataset, key: str) -> str:
 
 def check_new_key(dataset: fo.Dataset, key: str, overwrite: bool) -> bool:
     """Validates a key for a new model; returns whether a run is to be replaced."""
-    runs.validate_key(key)
+    try:
+        runs.validate_key(key)
+    except ValueError as e:
+        raise InvalidOption("key", str(e)) from None
     if dataset.has_run(key) and key not in runs.list_model_keys(dataset, True):
-        raise ValueError(f"key {key!r} is already used by another kind of run on this dataset")
+        raise InvalidOption(
+            "key", f"key {key!r} is already used by another kind of run on this dataset"
+        )
     if key in runs.list_model_keys(dataset) and not overwrite:
-        raise ValueError(f"A model with key {key!r} exists; pass overwrite=True to replace it")
+        raise InvalidOption(
+            "key", f"A model {key!r} exists: choose another key, or overwrite it (overwrite=True)"
+        )
     # an incomplete run (a killed training) is replaced without asking
     return dataset.has_run(key)
 
@@ -144,7 +183,7 @@ def export_model(samples: Samples, key: str, path: str, overwrite: bool = False)
     Raises:
         FileExistsError: something exists at ``path`` and ``overwrite`` is False
     """
-    config = runs.run_config(samples, key)
+    config = runs.model_config(samples, key)
     if os.path.isdir(path):
         raise FileExistsError(f"path: {path} is a folder; give a file path")
     if os.path.exists(path) and not overwrite:
@@ -156,7 +195,7 @@ def export_model(samples: Samples, key: str, path: str, overwrite: bool = False)
     # through a partial file: a failed copy leaves any previous file as it was
     partial = f"{path}.partial-{uuid.uuid4().hex[:6]}"
     try:
-        shutil.copyfile(config["weights_path"], partial)
+        shutil.copyfile(config.weights_path, partial)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):

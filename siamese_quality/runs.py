@@ -8,10 +8,12 @@ calibration curve, held-out points, metrics and training curve.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import fiftyone as fo
@@ -45,7 +47,9 @@ def weights_path(dataset: fo.Dataset, key: str) -> str:
 
 def validate_key(key: str) -> str:
     if not isinstance(key, str) or not key.isidentifier():
-        raise ValueError(f"key must be a valid identifier (letters, digits, _), got {key!r}")
+        raise ValueError(
+            f"key must be a valid identifier (letters, digits and underscores only), got {key!r}"
+        )
     return key
 
 
@@ -71,8 +75,51 @@ def require_model(samples, key: str) -> None:
         raise ValueError(f"Unknown model key {key!r}; models on this dataset: {available}")
 
 
+# 1: records of 0.1.0 (no version recorded); 2: the version is recorded. A loader reads both.
+RECORD_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's run config, typed: what produced the model and which fields it wrote."""
+
+    task: str
+    unit: str
+    backbone: str
+    working_resolution: int
+    weights_path: str
+    weights_sha256: str
+    distortion: dict = dataclasses.field(default_factory=dict)  # Distortion.to_dict() when trained
+    view: dict = dataclasses.field(
+        default_factory=dict
+    )  # views.View.to_dict(): what the model reads
+    training_options: dict = dataclasses.field(default_factory=dict)
+    library_version: str = ""
+    fields: list[str] = dataclasses.field(default_factory=list)
+    record_version: int = 1
+
+    @property
+    def view_kind(self) -> str:
+        """``"patches"`` (native-resolution patches) or ``"whole"`` (the downscaled image)."""
+        return self.view.get("kind", "whole")
+
+    @classmethod
+    def from_record(cls, record: dict) -> ModelConfig:
+        """Reads a stored config of any :data:`RECORD_VERSION` (unknown keys ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in record.items() if k in known and v is not None}
+        values["fields"] = list(values.get("fields") or [])
+        return cls(**values)
+
+
+def model_config(samples, key: str) -> ModelConfig:
+    """The typed run config of model ``key``."""
+    return ModelConfig.from_record(run_config(samples, key))
+
+
 def run_config(samples, key: str) -> dict:
-    """The run config of model ``key`` as a plain dict."""
+    """The run config of model ``key`` as a plain dict (this module's raw record; other
+    modules read :func:`model_config`)."""
     require_model(samples, key)
     config = samples._root_dataset.get_run_info(key).config
     return {k: v for k, v in config.serialize().items() if k not in ("cls", "type")}
@@ -102,6 +149,7 @@ def register_model(
         weights_sha256=sha256,
         library_version=__version__,
         fields=list(fields or []),
+        record_version=RECORD_VERSION,
         complete=False,
     )
     samples.register_run(key, config, overwrite=overwrite, cleanup=False)
@@ -117,6 +165,7 @@ def model_results(model: PretextModel) -> dict:
         "evaluation": model.evaluation,
         "training": training,
         "evaluations": [],
+        "record_version": RECORD_VERSION,
     }
 
 
@@ -159,10 +208,12 @@ def load_results(samples, key: str, attempts: int = 20) -> dict:
                 raise
             dataset.reload()
             time.sleep(0.05 * attempt)
-    return {
+    loaded = {
         name: getattr(results, name, None)
         for name in ("calibration", "evaluation", "training", "evaluations", "scoring")
     }
+    loaded["record_version"] = getattr(results, "record_version", None) or 1  # 0.1.0: none
+    return loaded
 
 
 def update_config(samples, key: str, **changes) -> None:

@@ -81,7 +81,7 @@ def file_fingerprint(path: str, model_sha256: str) -> str | None:
 
 
 def _model_sha256(samples: Samples, key: str) -> str:
-    return runs.run_config(samples, key)["weights_sha256"]
+    return runs.model_config(samples, key).weights_sha256
 
 
 @dataclass
@@ -140,7 +140,7 @@ def check_scoring_request(
         runs.require_model(dataset, k)
     owners = runs.owned_fields(dataset)
     for k, name in zip(keys, fields, strict=True):
-        view_kind = (runs.run_config(dataset, k).get("view") or {}).get("kind", "whole")
+        view_kind = runs.model_config(dataset, k).view_kind
         for target in (f"{name}{suffix}" for suffix in field_suffixes(view_kind)):
             owner = owners.get(target)
             if dataset.has_field(target) and owner != k and not overwrite:
@@ -195,7 +195,7 @@ def prepare_fields(plan: ScoringPlan) -> None:
                     description=descriptions[suffix],
                     info={"siamese_quality_model": key},
                 )
-        recorded = runs.run_config(dataset, key).get("fields") or []
+        recorded = runs.model_config(dataset, key).fields
         new = [f"{name}{suffix}" for suffix in suffixes if f"{name}{suffix}" not in recorded]
         if new:
             runs.update_config(dataset, key, fields=[*recorded, *new])
@@ -257,19 +257,10 @@ def _score_plan(plan: ScoringPlan):
 
     dataset = root_dataset(plan.samples)
     ids, paths, fingerprints = _samples_to_score(plan)
-    total = len(ids)
-    skipped = len(plan.samples) - total if plan.skip_unchanged else 0
+    skipped = len(plan.samples) - len(ids) if plan.skip_unchanged else 0
     yield 0.0
-    if not total:
-        return {
-            "samples": 0,
-            "scored": 0,
-            "failed": 0,
-            "skipped_unchanged": skipped,
-            "failure_kinds": {},
-            "fields": dict(plan.fields),
-            "message": "nothing to score" + (f" ({skipped} unchanged)" if skipped else ""),
-        }
+    if not ids:
+        return _summary(plan, [], 0, [], skipped, seconds=None)
 
     started = time.monotonic()
     with field_locks(str(dataset._doc.id), plan.targets(), plan.job) as locks:
@@ -280,73 +271,102 @@ def _score_plan(plan: ScoringPlan):
             plan.samples, list(plan.fields), list(plan.fields.values()), plan.overwrite
         )
         prepare_fields(plan)
-        pending: dict[str, dict] = {}
+        writes = _ChunkedWrites(dataset, plan, ids, fingerprints, locks)
         failures: list[dict] = []
         scored = 0
-
-        def flush() -> None:
-            nonlocal pending
-            for target, values in pending.items():
-                dataset.set_values(target, values, key_field="id")
-            pending = {}
-            for lock in locks:
-                lock.heartbeat()
-
-        def stage(index: int, values: dict[str, float | None]) -> None:
-            for name in plan.fields.values():
-                values[f"{name}_fingerprint"] = fingerprints[name][index]
-            for target, value in values.items():
-                pending.setdefault(target, {})[ids[index]] = value
-
         for batch in iter_model_scores(paths, plan.models, plan.batch_size, plan.num_workers):
             for position, index in enumerate(batch.indices):
-                values = {}
-                for key, name in plan.fields.items():
-                    values[name] = float(batch.calibrated[key][position])
-                    values[f"{name}_raw"] = float(batch.raw[key][position])
-                    if key in batch.patches:
-                        grid = plan.models[key].calibrated(batch.patches[key][position])
-                        values[f"{name}_patches"] = np.round(grid, 4).tolist()
-                stage(index, values)
+                writes.stage(index, _sample_values(plan, batch, position))
             for failure in batch.failures:
                 index = failure["index"]
-                failures.append(
-                    {
-                        "id": ids[index],
-                        "filepath": paths[index],
-                        "kind": failure["kind"],
-                        "message": failure["message"],
-                    }
-                )
-                stage(index, _null_values(plan))
+                reason = {"kind": failure["kind"], "message": failure["message"]}
+                failures.append({"id": ids[index], "filepath": paths[index], **reason})
+                writes.stage(index, _null_values(plan))
             scored += len(batch.indices)
-            if len(next(iter(pending.values()), {})) >= plan.chunk_size:
-                flush()
-            yield (scored + len(failures)) / total
-        flush()
+            writes.flush_if_full()
+            yield (scored + len(failures)) / len(ids)
+        writes.flush()
 
+    summary = _summary(plan, ids, scored, failures, skipped, time.monotonic() - started)
+    for key in plan.fields:
+        runs.update_results(dataset, key, _recorder(summary, failures, plan.job))
+    return summary
+
+
+class _ChunkedWrites:
+    """Values staged per target field, written every ``plan.chunk_size`` samples, so an
+    interrupted job keeps what it finished; each write renews the field locks."""
+
+    def __init__(self, dataset, plan: ScoringPlan, ids: list, fingerprints: dict, locks):
+        self.dataset, self.plan, self.ids = dataset, plan, ids
+        self.fingerprints, self.locks = fingerprints, locks
+        self.pending: dict[str, dict] = {}
+
+    def stage(self, index: int, values: dict[str, object]) -> None:
+        for name in self.plan.fields.values():
+            values[f"{name}_fingerprint"] = self.fingerprints[name][index]
+        for target, value in values.items():
+            self.pending.setdefault(target, {})[self.ids[index]] = value
+
+    def flush_if_full(self) -> None:
+        if len(next(iter(self.pending.values()), {})) >= self.plan.chunk_size:
+            self.flush()
+
+    def flush(self) -> None:
+        for target, values in self.pending.items():
+            self.dataset.set_values(target, values, key_field="id")
+        self.pending = {}
+        for lock in self.locks:
+            lock.heartbeat()
+
+
+def _sample_values(plan: ScoringPlan, batch, position: int) -> dict[str, object]:
+    """The values every model of the plan writes for one scored image of a batch."""
+    values: dict[str, object] = {}
+    for key, name in plan.fields.items():
+        values[name] = float(batch.calibrated[key][position])
+        values[f"{name}_raw"] = float(batch.raw[key][position])
+        if key in batch.patches:
+            grid = plan.models[key].calibrated(batch.patches[key][position])
+            values[f"{name}_patches"] = np.round(grid, 4).tolist()
+    return values
+
+
+def _summary(
+    plan: ScoringPlan,
+    ids: list,
+    scored: int,
+    failures: list[dict],
+    skipped: int,
+    seconds: float | None,
+) -> dict:
+    """A job's summary, as returned and as recorded in each model's run results."""
     kinds: dict[str, int] = {}
     for failure in failures:
         kinds[failure["kind"]] = kinds.get(failure["kind"], 0) + 1
     summary = {
-        "samples": total,
+        "samples": len(ids),
         "scored": scored,
         "failed": len(failures),
         "skipped_unchanged": skipped,
         "failure_kinds": kinds,
         "fields": dict(plan.fields),
-        "message": _summary_message(total, scored, kinds),
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        # what the App's score form bases its expected duration on
-        "seconds": round(time.monotonic() - started, 3),
     }
-
-    def record(results: dict) -> None:
-        results["scoring"] = _merged_scoring(results.get("scoring"), summary, failures, plan.job)
-
-    for key in plan.fields:
-        runs.update_results(dataset, key, record)
+    if not ids:
+        summary["message"] = "nothing to score" + (f" ({skipped} unchanged)" if skipped else "")
+        return summary
+    summary["message"] = _summary_message(len(ids), scored, kinds)
+    summary["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    # what the App's score form bases its expected duration on
+    summary["seconds"] = round(seconds, 3)
     return summary
+
+
+def _recorder(summary: dict, failures: list[dict], job: str | None):
+    def record(results: dict) -> None:
+        results["scoring"] = _merged_scoring(results.get("scoring"), summary, failures, job)
+
+    return record
 
 
 def _null_values(plan: ScoringPlan) -> dict[str, None]:

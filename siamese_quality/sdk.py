@@ -17,6 +17,7 @@ import fiftyone.core.utils as fou
 # torch and the model code load on first use: listing models and drawing the panel
 # need neither
 from . import runs
+from .errors import InvalidOption
 from .registry import (
     ModelInfo,
     check_new_key,
@@ -46,10 +47,12 @@ from .shards import id_range_shards, queue_scoring_shards
 
 __all__ = [
     "FIELD_SUFFIXES",
+    "InvalidOption",
     "ModelInfo",
     "ScoringPlan",
     "changed_since_scoring",
     "check_scoring_request",
+    "check_training_request",
     "delete_model",
     "evaluate",
     "export_model",
@@ -77,15 +80,41 @@ def _call(progress: ProgressArg, value) -> None:
         progress(value)
 
 
-def _training_config(task: str, max_seconds, backbone, options: dict):
-    """A validated :class:`~siamese_quality.training.TrainingConfig`."""
+def check_training_request(
+    samples: Samples,
+    task: str = "blur",
+    key: str | None = None,
+    overwrite: bool = False,
+    max_seconds: float | None = 120.0,
+    backbone: str | None = None,
+    **training_options,
+):
+    """Checks a training request before any work, as :func:`train` does; returns its
+    validated :class:`~siamese_quality.training.TrainingConfig`.
+
+    Raises:
+        InvalidOption: naming the parameter at fault (``option``: ``"key"``,
+            ``"max_seconds"``, ``"working_resolution"``, ``"samples"``, ...); the App's
+            train form shows the message beside that field
+    """
     from .training import TrainingConfig
 
+    require_images(samples)
+    check_new_key(root_dataset(samples), key or task, overwrite)
     try:
-        config = TrainingConfig(task=task, max_seconds=max_seconds, backbone=backbone, **options)
+        config = TrainingConfig(
+            task=task, max_seconds=max_seconds, backbone=backbone, **training_options
+        )
     except TypeError as e:
-        raise ValueError(f"unknown training option: {e}") from None
+        raise InvalidOption("training_options", f"unknown training option: {e}") from None
     config.validate()
+    count = samples.count()
+    if count < 4:
+        raise InvalidOption(
+            "samples",
+            f"training needs at least 4 images (to train, choose the checkpoint, and "
+            f"calibrate and report on two held out); this collection has {count}",
+        )
     return config
 
 
@@ -123,16 +152,12 @@ def train(
     from .training import train_pretext_model
 
     dataset = root_dataset(samples)
-    require_images(samples)
     key = key or task
-    replace = check_new_key(dataset, key, overwrite)
-    config = _training_config(task, max_seconds, backbone, training_options)
+    config = check_training_request(
+        samples, task, key, overwrite, max_seconds, backbone, **training_options
+    )
+    replace = check_new_key(dataset, key, overwrite)  # whether a run is replaced
     ids, paths = samples.values(["id", "filepath"])
-    if len(paths) < 4:
-        raise ValueError(
-            f"training needs at least 4 images (to train, choose the checkpoint, and "
-            f"calibrate and report on two held out); this collection has {len(paths)}"
-        )
 
     path = new_weights_path(dataset, key)
     checkpoint = os.path.join(os.path.dirname(path), "checkpoint.pt")

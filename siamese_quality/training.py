@@ -28,6 +28,7 @@ import torch.nn.functional as nnf
 from . import __version__
 from .calibration import MonotoneCalibration
 from .distortions import get_distortion
+from .errors import InvalidOption
 from .evaluation import EvaluationSet, evaluation_report, magnitude_grid, render_evaluation_set
 from .images import ImageFile, ImageLoadError, ImageSource
 from .model import BACKBONES, QualityBranch, pick_device
@@ -98,38 +99,59 @@ class TrainingConfig:
         return view_for(get_distortion(c.task), c.working_resolution, c.patch_count)
 
     def validate(self) -> None:
-        """Raises ``ValueError`` naming the first invalid parameter."""
-        c = self.resolved()  # also checks the task
+        """Raises :class:`~siamese_quality.errors.InvalidOption` naming the first invalid
+        parameter."""
+        try:
+            c = self.resolved()
+        except ValueError as e:  # an unknown task
+            raise InvalidOption("task", str(e)) from None
         if c.backbone not in BACKBONES:
-            raise ValueError(f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}")
+            raise InvalidOption(
+                "backbone", f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}"
+            )
         if not isinstance(c.working_resolution, int) or c.working_resolution < 32:
-            raise ValueError(
-                f"working_resolution must be an integer >= 32, got {c.working_resolution!r}"
+            raise InvalidOption(
+                "working_resolution",
+                f"working_resolution must be an integer of at least 32 px, got "
+                f"{c.working_resolution!r}",
             )
         for name in ("max_seconds", "epochs", "max_steps"):
             value = getattr(c, name)
             if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+                raise InvalidOption(name, f"{name} must be positive, got {value!r}")
         if c.max_seconds is None and c.epochs is None and c.max_steps is None:
-            raise ValueError("set at least one budget: max_seconds, epochs or max_steps")
+            raise InvalidOption(
+                "max_seconds", "set at least one budget: max_seconds, epochs or max_steps"
+            )
         for name in ("images_per_batch", "validation_every", "patience", "patch_count"):
             if getattr(c, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(c, name)!r}")
+                raise InvalidOption(name, f"{name} must be at least 1, got {getattr(c, name)!r}")
         if c.max_images < 4:
-            raise ValueError(f"max_images must be at least 4, got {c.max_images!r}")
+            raise InvalidOption(
+                "max_images", f"max_images must be at least 4, got {c.max_images!r}"
+            )
         if c.magnitudes_per_image < 2:
-            raise ValueError("magnitudes_per_image must be at least 2")
+            raise InvalidOption("magnitudes_per_image", "magnitudes_per_image must be at least 2")
         for name in ("checkpoint_fraction", "held_out_fraction"):
             if not 0 < getattr(c, name) < 0.5:
-                raise ValueError(f"{name} must be in (0, 0.5), got {getattr(c, name)!r}")
+                raise InvalidOption(name, f"{name} must be in (0, 0.5), got {getattr(c, name)!r}")
+        self._validate_patches_and_rate(c)
+
+    @staticmethod
+    def _validate_patches_and_rate(c: TrainingConfig) -> None:
         if not 0 < c.patch_fraction <= 1:
-            raise ValueError(f"patch_fraction must be in (0, 1], got {c.patch_fraction!r}")
+            raise InvalidOption(
+                "patch_fraction", f"patch_fraction must be in (0, 1], got {c.patch_fraction!r}"
+            )
         if get_distortion(c.task).local and c.patch_fraction != 1:
-            raise ValueError(
-                f"patch_fraction applies to whole-image tasks; {c.task!r} trains on its patches"
+            raise InvalidOption(
+                "patch_fraction",
+                f"patch_fraction applies to whole-image tasks; {c.task!r} trains on its patches",
             )
         if c.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {c.learning_rate!r}")
+            raise InvalidOption(
+                "learning_rate", f"learning_rate must be positive, got {c.learning_rate!r}"
+            )
 
 
 @dataclass
@@ -404,10 +426,29 @@ def train_pretext_model(
     config.validate()
     _seed_everything(config.seed)
     started = time.monotonic()
-    distortion, view = get_distortion(config.task), config.view()
-    device = pick_device(config.device)
-    augmentation = Augmentation.for_distortion(distortion)
+    augmentation = Augmentation.for_distortion(get_distortion(config.task))
     data = prepare_training_data(images, config, augmentation)
+    run = _start_run(config, data, augmentation, started)
+
+    def save_best() -> None:
+        if checkpoint_path:
+            _best_model(run).save(checkpoint_path)
+
+    _fit(run, progress, save_best)
+    model = _best_model(run)
+    calibrate_and_report(model, data.held_out)
+    model.evaluation["protocol"] = _protocol(data)
+    model.training = _training_record(run, data)
+    if checkpoint_path:
+        model.save(checkpoint_path)
+    return model
+
+
+def _start_run(
+    config: TrainingConfig, data: TrainingData, augmentation: Augmentation, started: float
+) -> _Run:
+    """A new branch, its batches of training copies and its step budget."""
+    distortion, view = get_distortion(config.task), config.view()
     batches = GroupedBatches(
         data.train,
         distortion,
@@ -421,24 +462,18 @@ def train_pretext_model(
     max_steps = config.max_steps or math.inf
     if config.epochs is not None:
         max_steps = min(max_steps, config.epochs * batches.batches_per_epoch)
+    device = pick_device(config.device)
     branch = QualityBranch(config.backbone, config.pretrained).to(device)
+    return _Run(config, view, branch, batches, data.checkpoint, device, started, max_steps)
 
-    def save_best() -> None:
-        if checkpoint_path:
-            PretextModel(run.branch, distortion, view).save(checkpoint_path)
 
-    run = _Run(config, view, branch, batches, data.checkpoint, device, started, max_steps)
-    _fit(run, progress, save_best)
-    if run.history and run.best["step"] > 0:
+def _best_model(run: _Run) -> PretextModel:
+    """The run's best checked weights (the current ones before the first check), in eval
+    mode, as an uncalibrated model."""
+    branch = copy.deepcopy(run.branch)
+    if run.history and run.best.get("step", 0) > 0:
         branch.load_state_dict(run.best["state"])
-    branch.eval()
-    model = PretextModel(branch, distortion, view)
-    calibrate_and_report(model, data.held_out)
-    model.evaluation["protocol"] = _protocol(data)
-    model.training = _training_record(run, data)
-    if checkpoint_path:
-        model.save(checkpoint_path)
-    return model
+    return PretextModel(branch.eval(), run.batches.distortion, run.view)
 
 
 def _protocol(data: TrainingData) -> dict:

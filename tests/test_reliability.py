@@ -299,13 +299,18 @@ def _form_errors(operator_name: str, dataset, params: dict) -> str:
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"max_seconds": -5.0}, "time budget must be positive"),
-        ({"working_resolution": 0}, "working resolution must be at least 32"),
+        ({"max_seconds": -5.0}, "max_seconds must be positive"),
+        ({"working_resolution": 0}, "working_resolution must be an integer of at least 32"),
         ({"key": "my model"}, "letters, digits and underscores"),
     ],
 )
-def test_train_form_names_the_wrong_parameter(image_dataset, params, message):
-    assert message in _form_errors("train_quality_model", image_dataset, params)
+def test_train_form_names_the_wrong_parameter_as_the_sdk_does(image_dataset, params, message):
+    form_errors = _form_errors("train_quality_model", image_dataset, params)
+    assert message in form_errors
+    with pytest.raises(sq.InvalidOption, match=message) as refused:
+        sq.train(image_dataset, task="blur", progress=False, **params)
+    assert form_errors == str(refused.value)  # the SDK's check, not a copy of it
+    assert refused.value.option in ("max_seconds", "working_resolution", "key")
 
 
 def test_train_form_refuses_an_existing_key_and_other_media(

@@ -28,11 +28,31 @@ def test_train_records_a_run_with_weights_results_and_metrics(image_dataset):
     assert "spearman" in info.metrics and info.baseline["name"] == "variance of the Laplacian"
     assert [m.key for m in sq.list_models(image_dataset)] == ["blur"]
 
-    with pytest.raises(ValueError, match="exists; pass overwrite=True"):
+    with pytest.raises(ValueError, match="exists: choose another key, or overwrite"):
         sq.train(image_dataset, task="blur", progress=False, **TINY_TRAINING)
     again = sq.train(image_dataset, task="blur", overwrite=True, progress=False, **TINY_TRAINING)
     assert again.weights_path != info.weights_path
     assert not os.path.exists(info.weights_path)  # the replaced weights file is removed
+
+
+def test_run_records_carry_a_version_and_records_without_one_still_load(
+    image_dataset, tiny_model_files
+):
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    config = runs.model_config(image_dataset, "blur")
+    assert config.record_version == runs.RECORD_VERSION and config.view_kind == "patches"
+    assert runs.load_results(image_dataset, "blur")["record_version"] == runs.RECORD_VERSION
+    # records as 0.1.0 wrote them: no version, no distortion description
+    runs.update_config(image_dataset, "blur", record_version=None, distortion=None)
+    results = runs.load_results(image_dataset, "blur")
+    del results["record_version"]
+    runs.save_results(image_dataset, "blur", results)
+    old = runs.model_config(image_dataset, "blur")
+    assert old.record_version == 1 and old.distortion == {} and old.task == "blur"
+    assert runs.load_results(image_dataset, "blur")["record_version"] == 1
+    info = sq.model_info(image_dataset, "blur")
+    assert "spearman" in info.metrics and info.held_out_images > 0
+    assert sq.score(image_dataset, key="blur", progress=False)["scored"] == len(image_dataset)
 
 
 def test_score_writes_calibrated_and_raw_fields_matching_the_model(image_dataset, tiny_model_files):

@@ -76,15 +76,12 @@ def _images_only(ctx, inputs) -> bool:
     return True
 
 
-def _training_summary(dataset, info) -> str:
-    from siamese_quality import runs
+def _training_summary(info) -> str:
     from siamese_quality.app.panel import MIN_TRUSTED_IMAGES
     from siamese_quality.texts import training_summary
 
-    points = (runs.load_results(dataset, info.key).get("evaluation") or {}).get("points") or {}
-    images = len(set(points.get("image") or []))
     return training_summary(
-        info.key, info.unit, info.metrics, info.baseline, images, MIN_TRUSTED_IMAGES
+        info.key, info.unit, info.metrics, info.baseline, info.held_out_images, MIN_TRUSTED_IMAGES
     )
 
 
@@ -100,6 +97,56 @@ def _training_duration_notice(inputs, budget: float) -> None:
 
 
 # --- training ------------------------------------------------------------------------
+
+
+def _training_request(ctx, task: str) -> dict:
+    """The form's parameters as ``sq.train`` / ``check_training_request`` arguments."""
+    backbone = ctx.params.get("backbone")
+    options = {
+        name: ctx.params[name]
+        for name in ("working_resolution", "epochs")
+        if ctx.params.get(name) is not None
+    }
+    return {
+        "task": task,
+        "key": ctx.params.get("key") or task,
+        "overwrite": bool(ctx.params.get("overwrite", False)),
+        "max_seconds": _param(ctx, "max_seconds", 120.0),
+        "backbone": None if backbone in (None, "task default") else backbone,
+        **options,
+    }
+
+
+def _check_training_form(ctx, inputs, props: dict) -> None:
+    """The SDK's own check of the request; its message goes beside the field at fault."""
+    from siamese_quality.errors import InvalidOption
+    from siamese_quality.sdk import check_training_request
+
+    task = ctx.params.get("task") or props["task"].default
+    try:
+        check_training_request(ctx.target_view(), **_training_request(ctx, task))
+    except InvalidOption as e:
+        if e.option in props:
+            _invalid(props[e.option], str(e))
+        else:
+            notice = inputs.view("invalid", types.Error(label="Cannot train", description=str(e)))
+            _invalid(notice, str(e))
+
+
+def _resolution_input(inputs, task: str, tasks: list[str]) -> types.Property:
+    from siamese_quality.training import TrainingConfig
+
+    # params set by hand (SDK, API) may name no known task: no default to show then
+    default = (
+        f" ({TrainingConfig(task=task).resolved().working_resolution} px)" if task in tasks else ""
+    )
+    return inputs.int(
+        "working_resolution",
+        label="Working resolution (px, optional)",
+        description="Blur, noise, JPEG, pixelation: the side of the patches read at the "
+        "image's own resolution; others: the side the image is resized to. Leave empty "
+        f"for this task's default{default}",
+    )
 
 
 class TrainModel(foo.Operator):
@@ -118,7 +165,6 @@ class TrainModel(foo.Operator):
     def resolve_input(self, ctx):
         from siamese_quality.distortions import list_distortions
         from siamese_quality.model import BACKBONES
-        from siamese_quality.training import TrainingConfig
 
         inputs = types.Object()
         if not _images_only(ctx, inputs):
@@ -127,85 +173,54 @@ class TrainModel(foo.Operator):
         tasks = list_distortions()
         untrained = [t for t in tasks if t not in trained]
         task = ctx.params.get("task") or (untrained[0] if untrained else tasks[0])
-        _dropdown(
-            inputs,
-            "task",
-            tasks,
-            "Distortion",
-            default=task,
-            required=True,
-            description="What the model learns to measure",
-        )
-        key_prop = inputs.str(
-            "key",
-            label="Model key",
-            description=f"Name of the model on this dataset (empty: '{task}', the distortion)",
-        )
-        key = ctx.params.get("key") or task
-        overwrite = bool(ctx.params.get("overwrite", False))
-        if not key.isidentifier():
-            _invalid(key_prop, "Use letters, digits and underscores only")
-        elif key in trained and not overwrite:
-            _invalid(key_prop, f"A model '{key}' exists: choose another key or overwrite")
-        _dropdown(
-            inputs, "backbone", ["task default", *BACKBONES], "Backbone", default="task default"
-        )
-        seconds = inputs.float(
-            "max_seconds", default=120.0, required=True, min=1.0, label="Time budget (seconds)"
-        )
-        if _param(ctx, "max_seconds", 120.0) <= 0:
-            _invalid(seconds, "The time budget must be positive")
-        inputs.int(
-            "epochs",
-            label="Epochs (optional)",
-            description="Stop after this many "
-            "passes over the images, if sooner than the time budget",
-        )
-        # params set by hand (SDK, API) may name no known task: no default to show then
-        default_resolution = (
-            f" ({TrainingConfig(task=task).resolved().working_resolution} px)"
-            if task in tasks
-            else ""
-        )
-        resolution = inputs.int(
-            "working_resolution",
-            label="Working resolution (px, optional)",
-            description="Blur, noise, JPEG, pixelation: the side of the patches read at the "
-            "image's own resolution; others: the side the image is resized to. Leave empty "
-            f"for this task's default{default_resolution}",
-        )
-        chosen_resolution = ctx.params.get("working_resolution")
-        if chosen_resolution is not None and chosen_resolution < 32:
-            _invalid(resolution, "The working resolution must be at least 32 px")
+        props = {
+            "task": _dropdown(
+                inputs,
+                "task",
+                tasks,
+                "Distortion",
+                default=task,
+                required=True,
+                description="What the model learns to measure",
+            ),
+            "key": inputs.str(
+                "key",
+                label="Model key",
+                description=f"Name of the model on this dataset (empty: '{task}', the distortion)",
+            ),
+            "backbone": _dropdown(
+                inputs, "backbone", ["task default", *BACKBONES], "Backbone", default="task default"
+            ),
+            "max_seconds": inputs.float(
+                "max_seconds", default=120.0, required=True, min=1.0, label="Time budget (seconds)"
+            ),
+            "epochs": inputs.int(
+                "epochs",
+                label="Epochs (optional)",
+                description="Stop after this many "
+                "passes over the images, if sooner than the time budget",
+            ),
+            "working_resolution": _resolution_input(inputs, task, tasks),
+        }
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         inputs.view_target(ctx, action_description="Train on")
+        _check_training_form(ctx, inputs, props)
         _training_duration_notice(inputs, _param(ctx, "max_seconds", 120.0))
         return types.Property(inputs)
 
     def execute(self, ctx):
         import siamese_quality as sq
 
-        backbone = ctx.params.get("backbone")
-        options = {
-            name: ctx.params[name]
-            for name in ("working_resolution", "epochs")
-            if ctx.params.get(name) is not None
-        }
         info = sq.train(
             ctx.target_view(),
-            task=ctx.params["task"],
-            key=ctx.params.get("key") or ctx.params["task"],
-            max_seconds=_param(ctx, "max_seconds", 120.0),
-            backbone=None if backbone in (None, "task default") else backbone,
-            overwrite=bool(ctx.params.get("overwrite", False)),
+            **_training_request(ctx, ctx.params["task"]),
             progress=lambda record: ctx.set_progress(
                 progress=record["fraction"], label=f"step {record['step']}"
             ),
-            **options,
         )
         if not ctx.delegated:
             # a toast, not a result dialog to close by hand; the panel redraws by itself
-            ctx.ops.notify(_training_summary(ctx.dataset, info), variant="success")
+            ctx.ops.notify(_training_summary(info), variant="success")
             ctx.ops.reload_dataset()
         return {"key": info.key, "metrics": info.metrics, "baseline": info.baseline}
 
@@ -336,12 +351,13 @@ def _expected_scoring(dataset, keys: list[str], count: int) -> str:
     """The expected duration of scoring ``count`` samples, from the slowest of these
     models' last scoring on this machine, else the benchmark's rate."""
     from siamese_quality import runs
+    from siamese_quality.registry import model_info
 
     per_sample = []
     for key in keys:
         if key not in runs.list_model_keys(dataset):
             continue
-        record = runs.load_results(dataset, key).get("scoring") or {}
+        record = model_info(dataset, key).scoring or {}
         if record.get("seconds") and record.get("samples"):
             per_sample.append(record["seconds"] / record["samples"])
     if per_sample:
@@ -428,9 +444,9 @@ class DeleteModel(foo.Operator):
         inputs = types.Object()
         key = _model_input(ctx, inputs)
         if key is not None:
-            from siamese_quality import runs
+            from siamese_quality.registry import model_fields
 
-            fields = runs.run_config(ctx.dataset, key).get("fields") or []
+            fields = model_fields(ctx.dataset, key)
             inputs.view(
                 "what",
                 types.Notice(

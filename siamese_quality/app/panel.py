@@ -59,12 +59,12 @@ def _line(name: str, x: list, y: list, line: dict, **trace) -> dict:
     return {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": y, "line": line, **trace}
 
 
-def _scored_field(dataset, config: dict) -> str | None:
-    """The calibrated field a model's run config names, once it exists on ``dataset``."""
-    fields = config.get("fields") or []
-    suffixes = ("_raw", "_fingerprint", "_patches")
-    scored = [f for f in fields if not f.endswith(suffixes) and dataset.has_field(f)]
-    return scored[0] if scored else None
+def _scored_field(dataset, fields: list[str]) -> str | None:
+    """The calibrated field among a model's fields, once it exists on ``dataset``."""
+    from siamese_quality.registry import value_field
+
+    field = value_field(fields)
+    return field if field and dataset.has_field(field) else None
 
 
 def _evidence_traces(calibration: dict, points: dict) -> dict[str, list[dict]]:
@@ -168,12 +168,10 @@ class QualityPanel(foo.Panel):
         self.on_load(ctx)
 
     def on_change_view(self, ctx):
-        from siamese_quality import runs
+        from siamese_quality.registry import model_fields
 
         key = self._model_key(ctx)
-        field = (
-            None if key is None else _scored_field(ctx.dataset, runs.run_config(ctx.dataset, key))
-        )
+        field = None if key is None else _scored_field(ctx.dataset, model_fields(ctx.dataset, key))
         if field is None or field != ctx.panel.state.field:
             self._refresh(ctx)  # the model's field appeared or changed: redraw everything
             return
@@ -257,7 +255,7 @@ class QualityPanel(foo.Panel):
         The panel's whole data is replaced (``set_panel_data``): data patches merge into
         what the browser holds, and a model's shorter traces kept another's extra points.
         """
-        from siamese_quality import runs
+        from siamese_quality.registry import model_info
 
         self._forget_drawn_traces(ctx, CHARTS)
         key = self._model_key(ctx)
@@ -266,29 +264,17 @@ class QualityPanel(foo.Panel):
             ctx.panel.state.signature = self._signature(ctx) if ctx.dataset else None
             ctx.ops.set_panel_data({})
             return
-        config = runs.run_config(ctx.dataset, key)
-        results = runs.load_results(ctx.dataset, key)  # once per refresh: a GridFS read
-        evaluation = results.get("evaluation") or {}
-        held_out_images = len(set((evaluation.get("points") or {}).get("image") or []))
-        ctx.panel.state.summary = self._summary_markdown(
-            key,
-            config,
-            evaluation.get("metrics") or {},
-            evaluation.get("baseline") or {},
-            held_out_images,
-        )
-        ctx.panel.state.unit = config["unit"]
-        distortion = config.get("distortion") or {}
-        self._set_severity_max(ctx, distortion)
-        ctx.panel.state.clipped_at = clipped_limits(results.get("calibration") or {}, distortion)
-        field = _scored_field(ctx.dataset, config)
+        info = model_info(ctx.dataset, key)  # once per refresh: a GridFS read
+        ctx.panel.state.summary = self._summary_markdown(info)
+        ctx.panel.state.unit = info.unit
+        self._set_severity_max(ctx, info.distortion)
+        ctx.panel.state.clipped_at = clipped_limits(info.calibration, info.distortion)
+        field = _scored_field(ctx.dataset, info.fields)
         ctx.panel.state.field = field
         ctx.panel.state.signature = self._signature(ctx)
         ctx.ops.set_panel_data(
             {
-                **_evidence_traces(
-                    results.get("calibration") or {}, evaluation.get("points") or {}
-                ),
+                **_evidence_traces(info.calibration, info.held_out_points),
                 "distribution": self._distribution(ctx, field),
             }
         )
@@ -386,13 +372,13 @@ class QualityPanel(foo.Panel):
         ctx.panel.state.grid = line + "."
 
     @staticmethod
-    def _summary_markdown(key, config, metrics, baseline, held_out_images: int) -> str:
+    def _summary_markdown(info) -> str:
         from siamese_quality.texts import PUBLISHED_CORRELATIONS, describe
 
-        published = PUBLISHED_CORRELATIONS.get(config["task"])
+        published = PUBLISHED_CORRELATIONS.get(info.task)
+        metrics, baseline = info.metrics, info.baseline
         lines = [
-            f"**{key}**: {config['task']} in {config['unit']}, {describe(config['view'])} "
-            f"({config['backbone']})",
+            f"**{info.key}**: {info.task} in {info.unit}, {describe(info.view)} ({info.backbone})",
             "",
             "| held-out | Pearson | Spearman | MAE |",
             "|---|---|---|---|",
@@ -406,8 +392,8 @@ class QualityPanel(foo.Panel):
             )
         if published is not None:
             lines.append(f"| published write-up | {published:.3f} | - | - |")
-        lines += ["", f"Held-out numbers rest on {held_out_images} image(s)."]
-        if held_out_images < MIN_TRUSTED_IMAGES:
+        lines += ["", f"Held-out numbers rest on {info.held_out_images} image(s)."]
+        if info.held_out_images < MIN_TRUSTED_IMAGES:
             lines[-1] += (
                 f" **Too few to mean much** (fewer than {MIN_TRUSTED_IMAGES}): train on more "
                 "images, or re-measure with the evaluate operator on images the model never saw."
