@@ -13,6 +13,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from . import runs
+from .errors import InvalidOption
 from .severity import severity_rule
 
 
@@ -78,10 +79,21 @@ def in_range(
     return samples.match(condition)
 
 
+def check_percent(percent: float) -> None:
+    """Raises ``InvalidOption("percent")`` unless 0 < ``percent`` <= 100."""
+    if not 0 < percent <= 100:
+        raise InvalidOption("percent", f"percent must be above 0 and at most 100, got {percent!r}")
+
+
+def check_tag(tag: str) -> None:
+    """Raises ``InvalidOption("tag")`` unless ``tag`` is a non-blank string."""
+    if not isinstance(tag, str) or not tag.strip():
+        raise InvalidOption("tag", "tag must be a non-empty string")
+
+
 def worst_percent(samples, field: str, percent: float) -> fo.DatasetView:
     """The worst ``percent`` % of the samples that have a value, worst first."""
-    if not 0 < percent <= 100:
-        raise ValueError(f"percent must be in (0, 100], got {percent!r}")
+    check_percent(percent)
     scored = samples.exists(field)
     count = scored.count()
     keep = max(1, round(count * percent / 100)) if count else 0
@@ -95,8 +107,7 @@ def severity_threshold(samples, field: str, threshold: float) -> fo.DatasetView:
 
 def tag_beyond(samples, field: str, threshold: float, tag: str) -> int:
     """Tags the samples worse than ``threshold`` with ``tag``; returns how many."""
-    if not tag or not isinstance(tag, str):
-        raise ValueError("tag must be a non-empty string")
+    check_tag(tag)
     view = severity_threshold(samples, field, threshold)
     view.tag_samples(tag)
     return view.count()

@@ -177,6 +177,16 @@ def delete_model(samples: Samples, key: str) -> list[str]:
     return runs.delete_model_record(root_dataset(samples), key)
 
 
+def check_export_path(path: str, overwrite: bool = False) -> None:
+    """Raises ``FileExistsError`` if ``path`` is a folder, or a file and not ``overwrite``."""
+    if os.path.isdir(path):
+        raise FileExistsError(f"path: {path} is a folder; give a file path")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"path: a file exists at {path}; choose another path, or replace it (overwrite=True)"
+        )
+
+
 def export_model(samples: Samples, key: str, path: str, overwrite: bool = False) -> str:
     """Writes model ``key`` to a standalone file (weights, calibration, metrics, format version).
 
@@ -184,12 +194,7 @@ def export_model(samples: Samples, key: str, path: str, overwrite: bool = False)
         FileExistsError: something exists at ``path`` and ``overwrite`` is False
     """
     config = runs.model_config(samples, key)
-    if os.path.isdir(path):
-        raise FileExistsError(f"path: {path} is a folder; give a file path")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"path: a file exists at {path}; choose another path or pass overwrite=True"
-        )
+    check_export_path(path, overwrite)
     load_model(samples, key)  # verifies format and checksum before copying
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # through a partial file: a failed copy leaves any previous file as it was

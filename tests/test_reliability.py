@@ -393,6 +393,29 @@ def test_an_exported_file_carries_its_format_version_and_a_wrong_one_is_refused(
     assert image_dataset.list_runs() == ["blur"]
 
 
+@pytest.mark.parametrize(
+    "operator, params, message",
+    [
+        ("filter_by_quality", {"percent": 0.0}, "percent must be above 0 and at most 100"),
+        ("filter_by_quality", {"percent": 101.0}, "percent must be above 0 and at most 100"),
+        ("tag_by_quality", {"threshold": 1.0, "tag": "  "}, "tag must be a non-empty string"),
+    ],
+)
+def test_quality_action_forms_show_the_sdks_own_message(
+    image_dataset, tiny_model_files, operator, params, message
+):
+    from siamese_quality import actions
+
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    assert _form_errors(operator, image_dataset, {"field": "blur", **params}).startswith(message)
+    with pytest.raises(sq.InvalidOption, match=message):
+        if operator == "filter_by_quality":
+            actions.worst_percent(image_dataset, "blur", params["percent"])
+        else:
+            actions.tag_beyond(image_dataset, "blur", params["threshold"], params["tag"])
+
+
 def test_exporting_onto_an_existing_file_is_refused_unless_overwrite(
     image_dataset, tiny_model_files, tmp_path
 ):
@@ -403,9 +426,8 @@ def test_exporting_onto_an_existing_file_is_refused_unless_overwrite(
         sq.export_model(image_dataset, "blur", str(precious))
     assert precious.read_bytes() == b"someone's file"
     params = {"key": "blur", "path": str(precious)}
-    assert "A file exists at this path" in _form_errors(
-        "export_quality_model", image_dataset, params
-    )
+    form_error = _form_errors("export_quality_model", image_dataset, params)
+    assert form_error.startswith(f"path: a file exists at {precious}")  # the SDK's own check
     assert _form_errors("export_quality_model", image_dataset, {**params, "overwrite": True}) == ""
 
     sq.export_model(image_dataset, "blur", str(precious), overwrite=True)

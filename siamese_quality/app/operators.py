@@ -6,74 +6,10 @@ next to the field) and calls one SDK function in ``execute``.
 
 from __future__ import annotations
 
-import os
-
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
-from fiftyone.core.fields import FloatField, IntField
 
-# --- shared form pieces --------------------------------------------------------------
-
-
-def _model_keys(ctx) -> list[str]:
-    from siamese_quality import runs
-
-    return runs.list_model_keys(ctx.dataset) if ctx.dataset is not None else []
-
-
-def _numeric_fields(ctx) -> list[str]:
-    schema = ctx.dataset.get_field_schema(ftype=(FloatField, IntField))
-    return sorted(schema)
-
-
-def _dropdown(inputs, name: str, values: list[str], label: str, default=None, **kwargs):
-    choices = types.Dropdown()
-    for value in values:
-        choices.add_choice(value, label=value)
-    return inputs.enum(
-        name,
-        choices.values(),
-        default=default if default in values else (values[0] if values else None),
-        label=label,
-        view=choices,
-        **kwargs,
-    )
-
-
-def _notice(inputs, name: str, label: str, description: str) -> types.Property:
-    inputs.view(name, types.Warning(label=label, description=description))
-    return types.Property(inputs)
-
-
-def _no_models_notice(inputs) -> types.Property:
-    return _notice(
-        inputs, "no_models", "No models yet", "Train a model first (Siamese quality: train model)."
-    )
-
-
-def _param(ctx, name: str, default):
-    """``ctx.params[name]``, or ``default`` only when it is missing (0 is a value)."""
-    value = ctx.params.get(name)
-    return default if value is None else value
-
-
-def _invalid(prop: types.Property, message: str) -> None:
-    prop.invalid = True
-    prop.error_message = message
-
-
-def _images_only(ctx, inputs) -> bool:
-    media_type = ctx.dataset.media_type if ctx.dataset is not None else None
-    if media_type != "image":
-        inputs.view(
-            "not_images",
-            types.Error(
-                label="Images only",
-                description=f"siamese_quality works on image datasets; this one is {media_type!r}.",
-            ),
-        )
-        return False
-    return True
+from . import forms
 
 
 def _training_summary(info) -> str:
@@ -111,7 +47,7 @@ def _training_request(ctx, task: str) -> dict:
         "task": task,
         "key": ctx.params.get("key") or task,
         "overwrite": bool(ctx.params.get("overwrite", False)),
-        "max_seconds": _param(ctx, "max_seconds", 120.0),
+        "max_seconds": forms.param(ctx, "max_seconds", 120.0),
         "backbone": None if backbone in (None, "task default") else backbone,
         **options,
     }
@@ -127,10 +63,10 @@ def _check_training_form(ctx, inputs, props: dict) -> None:
         check_training_request(ctx.target_view(), **_training_request(ctx, task))
     except InvalidOption as e:
         if e.option in props:
-            _invalid(props[e.option], str(e))
+            forms.invalid(props[e.option], str(e))
         else:
             notice = inputs.view("invalid", types.Error(label="Cannot train", description=str(e)))
-            _invalid(notice, str(e))
+            forms.invalid(notice, str(e))
 
 
 def _resolution_input(inputs, task: str, tasks: list[str]) -> types.Property:
@@ -167,14 +103,14 @@ class TrainModel(foo.Operator):
         from siamese_quality.model import BACKBONES
 
         inputs = types.Object()
-        if not _images_only(ctx, inputs):
+        if not forms.images_only(ctx, inputs):
             return types.Property(inputs)
-        trained = set(_model_keys(ctx))
+        trained = set(forms.model_keys(ctx))
         tasks = list_distortions()
         untrained = [t for t in tasks if t not in trained]
         task = ctx.params.get("task") or (untrained[0] if untrained else tasks[0])
         props = {
-            "task": _dropdown(
+            "task": forms.dropdown(
                 inputs,
                 "task",
                 tasks,
@@ -188,7 +124,7 @@ class TrainModel(foo.Operator):
                 label="Model key",
                 description=f"Name of the model on this dataset (empty: '{task}', the distortion)",
             ),
-            "backbone": _dropdown(
+            "backbone": forms.dropdown(
                 inputs, "backbone", ["task default", *BACKBONES], "Backbone", default="task default"
             ),
             "max_seconds": inputs.float(
@@ -203,9 +139,9 @@ class TrainModel(foo.Operator):
             "working_resolution": _resolution_input(inputs, task, tasks),
         }
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
-        inputs.view_target(ctx, action_description="Train on")
+        forms.view_target(ctx, inputs, "Train on")
         _check_training_form(ctx, inputs, props)
-        _training_duration_notice(inputs, _param(ctx, "max_seconds", 120.0))
+        _training_duration_notice(inputs, forms.param(ctx, "max_seconds", 120.0))
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -243,11 +179,11 @@ class ScoreSamples(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if not _images_only(ctx, inputs):
+        if not forms.images_only(ctx, inputs):
             return types.Property(inputs)
-        keys = _model_keys(ctx)
+        keys = forms.model_keys(ctx)
         if not keys:
-            return _no_models_notice(inputs)
+            return forms.no_models_notice(inputs)
         choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
         for key in keys:
             choices.add_choice(key, label=key)
@@ -261,7 +197,7 @@ class ScoreSamples(foo.Operator):
             view=choices,
         )
         if ctx.params.get("keys") == []:
-            _invalid(keys_prop, "Choose at least one model")
+            forms.invalid(keys_prop, "Choose at least one model")
         else:
             from siamese_quality.sdk import check_scoring_request
 
@@ -273,7 +209,7 @@ class ScoreSamples(foo.Operator):
                     bool(ctx.params.get("overwrite", False)),
                 )
             except ValueError as e:
-                _invalid(keys_prop, str(e))
+                forms.invalid(keys_prop, str(e))
         inputs.bool("overwrite", default=False, label="Overwrite fields I created myself")
         inputs.bool(
             "skip_unchanged",
@@ -290,7 +226,7 @@ class ScoreSamples(foo.Operator):
             description="Split into this many delegated operations (for several "
             "workers); 1 scores in this operation",
         )
-        inputs.view_target(ctx, action_description="Score")
+        forms.view_target(ctx, inputs, "Score")
         chosen = ctx.params.get("keys") or keys
         inputs.view(
             "duration",
@@ -307,7 +243,7 @@ class ScoreSamples(foo.Operator):
         import siamese_quality.sdk as sdk
 
         view = ctx.target_view()
-        keys = ctx.params.get("keys") or _model_keys(ctx)
+        keys = ctx.params.get("keys") or forms.model_keys(ctx)
         fields = ctx.params.get("fields")  # set by a sharded parent
         overwrite = bool(ctx.params.get("overwrite", False))
         skip_unchanged = bool(ctx.params.get("skip_unchanged", False))
@@ -373,15 +309,6 @@ def _expected_scoring(dataset, keys: list[str], count: int) -> str:
 # --- evaluation and model management ------------------------------------------------
 
 
-def _model_input(ctx, inputs, label: str = "Model") -> str | None:
-    keys = _model_keys(ctx)
-    if not keys:
-        _no_models_notice(inputs)
-        return None
-    _dropdown(inputs, "key", keys, label, default=ctx.params.get("key"), required=True)
-    return ctx.params.get("key") or keys[0]
-
-
 class EvaluateModel(foo.Operator):
     @property
     def config(self):
@@ -396,9 +323,9 @@ class EvaluateModel(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if not _images_only(ctx, inputs) or _model_input(ctx, inputs) is None:
+        if not forms.images_only(ctx, inputs) or forms.model_picker(ctx, inputs) is None:
             return types.Property(inputs)
-        _dropdown(
+        forms.dropdown(
             inputs,
             "implementation",
             ["reference", "alternative"],
@@ -406,7 +333,7 @@ class EvaluateModel(foo.Operator):
             default="reference",
             description="'alternative' distorts with an independent library",
         )
-        inputs.view_target(ctx, action_description="Evaluate on")
+        forms.view_target(ctx, inputs, "Evaluate on")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -442,7 +369,7 @@ class DeleteModel(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        key = _model_input(ctx, inputs)
+        key = forms.model_picker(ctx, inputs)
         if key is not None:
             from siamese_quality.registry import model_fields
 
@@ -475,7 +402,7 @@ class ExportModel(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if _model_input(ctx, inputs) is not None:
+        if forms.model_picker(ctx, inputs) is not None:
             path = inputs.str(
                 "path",
                 required=True,
@@ -483,9 +410,11 @@ class ExportModel(foo.Operator):
                 description="Where to write the model file (e.g. /tmp/blur.pt)",
             )
             inputs.bool("overwrite", default=False, label="Replace an existing file")
-            chosen = ctx.params.get("path")
-            if chosen and os.path.exists(chosen) and not ctx.params.get("overwrite"):
-                _invalid(path, "A file exists at this path: choose another or replace it")
+            if ctx.params.get("path"):
+                from siamese_quality.registry import check_export_path
+
+                overwrite = bool(ctx.params.get("overwrite"))
+                forms.check(path, check_export_path, ctx.params["path"], overwrite)
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -512,7 +441,7 @@ class ImportModel(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if not _images_only(ctx, inputs):
+        if not forms.images_only(ctx, inputs):
             return types.Property(inputs)
         inputs.str("path", required=True, label="Model file")
         inputs.str("key", label="Model key", description="Default: the model's task")
@@ -535,26 +464,6 @@ class ImportModel(foo.Operator):
 # --- quality actions -----------------------------------------------------------------
 
 
-def _field_input(ctx, inputs) -> str | None:
-    fields = _numeric_fields(ctx)
-    if not fields:
-        _notice(
-            inputs,
-            "no_fields",
-            "No quality fields yet",
-            "Score the dataset with a quality model first.",
-        )
-        return None
-    from siamese_quality import runs
-
-    ours = [f for f in runs.owned_fields(ctx.dataset) if not f.endswith("_raw") and f in fields]
-    ordered = ours + [f for f in fields if f not in ours]
-    _dropdown(
-        inputs, "field", ordered, "Quality field", default=ctx.params.get("field"), required=True
-    )
-    return ctx.params.get("field") or ordered[0]
-
-
 class SortByQuality(foo.Operator):
     @property
     def config(self):
@@ -566,11 +475,11 @@ class SortByQuality(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if _field_input(ctx, inputs) is not None:
-            _dropdown(
+        if forms.field_picker(ctx, inputs) is not None:
+            forms.dropdown(
                 inputs, "order", ["worst first", "best first"], "Order", default="worst first"
             )
-            inputs.view_target(ctx, action_description="Sort")
+            forms.view_target(ctx, inputs, "Sort")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -597,10 +506,10 @@ class FilterByQuality(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if _field_input(ctx, inputs) is None:
+        if forms.field_picker(ctx, inputs) is None:
             return types.Property(inputs)
         mode = ctx.params.get("mode") or "worst percent"
-        _dropdown(inputs, "mode", ["worst percent", "range"], "Keep", default=mode)
+        forms.dropdown(inputs, "mode", ["worst percent", "range"], "Keep", default=mode)
         if mode == "range":
             inputs.float("low", label="Minimum (optional)")
             inputs.float("high", label="Maximum (optional)")
@@ -608,9 +517,10 @@ class FilterByQuality(foo.Operator):
             percent = inputs.float(
                 "percent", default=10.0, min=0.0, max=100.0, label="Worst percent"
             )
-            if not 0 < _param(ctx, "percent", 10.0) <= 100:
-                _invalid(percent, "Choose a percentage above 0 and at most 100")
-        inputs.view_target(ctx, action_description="Filter")
+            from siamese_quality.actions import check_percent
+
+            forms.check(percent, check_percent, forms.param(ctx, "percent", 10.0))
+        forms.view_target(ctx, inputs, "Filter")
         return types.Property(inputs)
 
     def execute(self, ctx):
@@ -620,7 +530,7 @@ class FilterByQuality(foo.Operator):
         if ctx.params.get("mode") == "range":
             view = actions.in_range(view, field, ctx.params.get("low"), ctx.params.get("high"))
         else:
-            view = actions.worst_percent(view, field, _param(ctx, "percent", 10.0))
+            view = actions.worst_percent(view, field, forms.param(ctx, "percent", 10.0))
         ctx.ops.set_view(view)
         return {"count": view.count()}
 
@@ -637,7 +547,7 @@ class TagByQuality(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        field = _field_input(ctx, inputs)
+        field = forms.field_picker(ctx, inputs)
         if field is None:
             return types.Property(inputs)
         inputs.float(
@@ -648,9 +558,10 @@ class TagByQuality(foo.Operator):
             "(e.g. blur sigma in px, |tilt| in degrees)",
         )
         tag = inputs.str("tag", default=f"worst_{field}", required=True, label="Tag")
-        if not (ctx.params.get("tag") or f"worst_{field}").strip():
-            _invalid(tag, "The tag must not be empty")
-        inputs.view_target(ctx, action_description="Tag")
+        from siamese_quality.actions import check_tag
+
+        forms.check(tag, check_tag, forms.param(ctx, "tag", f"worst_{field}"))
+        forms.view_target(ctx, inputs, "Tag")
         return types.Property(inputs)
 
     def execute(self, ctx):
