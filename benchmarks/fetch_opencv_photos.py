@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import urllib.request
 
-from siamese_quality.pretext_model import sha256_of_file
+from siamese_quality.core.pretext_model import sha256_of_file
 
 SDIST_URL = (
     "https://files.pythonhosted.org/packages/4a/e7/"

@@ -10,7 +10,7 @@ damaged files. For each family of damage it reports, in one run:
 
 - the pooled Spearman of the matching model's field against the magnitude (the
   undamaged photo joins every family at the identity magnitude);
-- the classical baseline (``siamese_quality.baselines``) on the same files, read at
+- the classical baseline (``siamese_quality.core.baselines``) on the same files, read at
   their own resolution;
 - the units error: median |log(written value / true magnitude)| (families with a unit);
 - specificity: |Spearman| of every model's field against every other family.
@@ -126,7 +126,7 @@ def baseline_values(paths: list[str]) -> dict[str, dict[str, float]]:
     """Every classical baseline on every file, at the file's own resolution (cached)."""
     import torch
 
-    from siamese_quality.distortions import get_distortion, list_distortions
+    from siamese_quality.core.distortions import get_distortion, list_distortions
 
     baselines = {t: get_distortion(t).baseline for t in list_distortions()}
     baselines = {task: b for task, b in baselines.items() if b is not None}

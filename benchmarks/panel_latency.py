@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     import siamese_quality as sq
+    from siamese_quality.core.training import TrainingConfig, train_pretext_model
     from siamese_quality.demo import write_skimage_photos
-    from siamese_quality.training import TrainingConfig, train_pretext_model
 
     with tempfile.TemporaryDirectory() as folder:
         photos = write_skimage_photos(os.path.join(folder, "photos"))

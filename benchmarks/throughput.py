@@ -96,8 +96,8 @@ def images_in(folder: str, count: int) -> list[str]:
 def model_files(folder: str) -> dict[str, str]:
     """Blur, noise and JPEG models at the default architecture and view (a few steps of
     training: throughput does not depend on how well they are trained)."""
+    from siamese_quality.core.training import TrainingConfig, train_pretext_model
     from siamese_quality.demo import write_skimage_photos
-    from siamese_quality.training import TrainingConfig, train_pretext_model
 
     photos = write_skimage_photos(os.path.join(CACHE, "skimage"))
     files = {}
@@ -112,8 +112,8 @@ def measure_floor(paths: list[str]) -> float:
     """Images/s of decoding + cutting the default patches, with the scorer's loader."""
     import torch
 
-    from siamese_quality.scoring import ImageFiles, collate_images, default_num_workers
-    from siamese_quality.training import TrainingConfig
+    from siamese_quality.core.scoring import ImageFiles, collate_images, default_num_workers
+    from siamese_quality.core.training import TrainingConfig
 
     loader = torch.utils.data.DataLoader(
         ImageFiles(paths, [TrainingConfig(task="blur").view()]),

@@ -5,7 +5,7 @@ the FiftyOne-facing SDK functions are loaded on first use so that
 ``import siamese_quality`` stays cheap.
 """
 
-from .errors import InvalidOption as InvalidOption  # the SDK's validation error
+from .core.errors import InvalidOption as InvalidOption  # the SDK's validation error
 
 __version__ = "0.1.0"
 

@@ -13,8 +13,8 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from . import runs
-from .errors import InvalidOption
-from .severity import severity_rule
+from .core.errors import InvalidOption
+from .core.severity import severity_rule
 
 
 def _field_distortion(samples, field: str) -> dict | None:

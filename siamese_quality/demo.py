@@ -95,7 +95,7 @@ def build_demo_dataset(data_dir: str, name: str = DEMO_DATASET) -> fo.Dataset:
             )
         from siamese_quality import sdk
 
-        for key in sdk.runs.list_model_keys(dataset):  # no orphaned weights files
+        for key in [m.key for m in sdk.list_models(dataset)]:  # no orphaned weights files
             sdk.delete_model(dataset, key)
         dataset.delete()
     dataset = fo.Dataset(name, persistent=True)
@@ -125,7 +125,7 @@ def train_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False
 
     infos = []
     for task in DEMO_TASKS:
-        if task in sdk.runs.list_model_keys(dataset) and not retrain:
+        if task in [m.key for m in sdk.list_models(dataset)] and not retrain:
             print(f"reusing model {task!r} (pass --retrain to train it again)")
         else:
             print(f"training {task!r} for up to {seconds:.0f} s ...", flush=True)
@@ -136,7 +136,7 @@ def train_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False
 
 def results_table(infos: list) -> str:
     """Held-out correlations next to the published ones and the classical baselines."""
-    from siamese_quality.texts import PUBLISHED_CORRELATIONS
+    from siamese_quality.core.texts import PUBLISHED_CORRELATIONS
 
     header = (
         "model",

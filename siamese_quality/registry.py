@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import fiftyone as fo
 
 from . import runs
-from .errors import InvalidOption
+from .core.errors import InvalidOption
 
 if TYPE_CHECKING:  # the model code imports torch: listing models does not need it
-    from .pretext_model import PretextModel
+    from .core.pretext_model import PretextModel
 
 Samples = fo.core.collections.SampleCollection
 
@@ -123,7 +123,7 @@ def list_models(samples: Samples) -> list[ModelInfo]:
 
 def load_model(samples: Samples, key: str) -> PretextModel:
     """Loads model ``key``; its weights must match the sha256 in the run record."""
-    from .pretext_model import PretextModel
+    from .core.pretext_model import PretextModel
 
     config = runs.model_config(samples, key)
     return PretextModel.load(config.weights_path, expected_sha256=config.weights_sha256)
@@ -215,7 +215,7 @@ def import_model(
 
     The file is validated (format, version, safe loading) before anything is written.
     """
-    from .pretext_model import PretextModel, sha256_of_file
+    from .core.pretext_model import PretextModel, sha256_of_file
 
     dataset = root_dataset(samples)
     require_images(samples)

@@ -23,7 +23,7 @@ import gridfs.errors
 from . import __version__
 
 if TYPE_CHECKING:  # the model code imports torch: run records do not need it
-    from .pretext_model import PretextModel
+    from .core.pretext_model import PretextModel
 
 RUN_METHOD = "siamese_quality"
 MODELS_DIR_ENV = "SIAMESE_QUALITY_MODELS_DIR"

@@ -18,11 +18,11 @@ import fiftyone as fo
 import numpy as np
 
 from . import runs
+from .core.texts import describe
 from .registry import load_model, require_images, root_dataset
-from .texts import describe
 
 if TYPE_CHECKING:
-    from .pretext_model import PretextModel
+    from .core.pretext_model import PretextModel
 
 Samples = fo.core.collections.SampleCollection
 
@@ -252,8 +252,8 @@ def run_scoring(plan: ScoringPlan):
 
 
 def _score_plan(plan: ScoringPlan):
+    from .core.scoring import iter_model_scores
     from .locks import field_locks
-    from .scoring import iter_model_scores
 
     dataset = root_dataset(plan.samples)
     ids, paths, fingerprints = _samples_to_score(plan)

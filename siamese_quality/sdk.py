@@ -17,7 +17,7 @@ import fiftyone.core.utils as fou
 # torch and the model code load on first use: listing models and drawing the panel
 # need neither
 from . import runs
-from .errors import InvalidOption
+from .core.errors import InvalidOption
 from .registry import (
     ModelInfo,
     check_new_key,
@@ -90,14 +90,14 @@ def check_training_request(
     **training_options,
 ):
     """Checks a training request before any work, as :func:`train` does; returns its
-    validated :class:`~siamese_quality.training.TrainingConfig`.
+    validated :class:`~siamese_quality.core.training.TrainingConfig`.
 
     Raises:
         InvalidOption: naming the parameter at fault (``option``: ``"key"``,
             ``"max_seconds"``, ``"working_resolution"``, ``"samples"``, ...); the App's
             train form shows the message beside that field
     """
-    from .training import TrainingConfig
+    from .core.training import TrainingConfig
 
     require_images(samples)
     check_new_key(root_dataset(samples), key or task, overwrite)
@@ -143,13 +143,13 @@ def train(
         progress: ``None``/``True`` for a progress bar, ``False`` for none, or a
             function called with training progress dicts (``fraction``, ``step``,
             ``loss``, ``val_spearman``, ...)
-        **training_options: any other :class:`~siamese_quality.training.TrainingConfig`
+        **training_options: any other :class:`~siamese_quality.core.training.TrainingConfig`
             field (``epochs``, ``working_resolution``, ``seed``, ...)
 
     Returns:
         the :class:`ModelInfo`, including held-out metrics and the baseline's
     """
-    from .training import train_pretext_model
+    from .core.training import train_pretext_model
 
     dataset = root_dataset(samples)
     key = key or task
@@ -248,7 +248,7 @@ def evaluate(
         raise ValueError(
             f"implementation must be 'reference' or 'alternative', got {implementation!r}"
         )
-    from .evaluation import evaluate_model
+    from .core.evaluation import evaluate_model
 
     report = evaluate_model(
         model, samples.values("filepath"), implementation=implementation, grid_size=grid_size

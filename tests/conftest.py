@@ -133,7 +133,7 @@ def tiny_model_files(tmp_path_factory) -> dict[str, str]:
     Quality does not matter here: these tests check plumbing, and importing a file
     is much faster than training per test.
     """
-    from siamese_quality.training import TrainingConfig, train_pretext_model
+    from siamese_quality.core.training import TrainingConfig, train_pretext_model
 
     folder = tmp_path_factory.mktemp("models")
     images = [dead_leaves_image(100 + i, (120, 96)) for i in range(6)]

@@ -5,9 +5,9 @@ import pytest
 import skimage.data
 from scipy.stats import spearmanr
 
-from siamese_quality.baselines import rms_contrast, tonal_reach
-from siamese_quality.distortions import get_distortion, list_distortions
-from siamese_quality.images import load_image
+from siamese_quality.core.baselines import rms_contrast, tonal_reach
+from siamese_quality.core.distortions import get_distortion, list_distortions
+from siamese_quality.core.images import load_image
 
 
 @pytest.mark.parametrize("task", [t for t in list_distortions() if get_distortion(t).baseline])

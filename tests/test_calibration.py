@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from siamese_quality.calibration import (
+from siamese_quality.core.calibration import (
     MonotoneCalibration,
     correlation_metrics,
     cross_fitted_predictions,

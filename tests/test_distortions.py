@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from siamese_quality import distortions as D
-from siamese_quality.baselines import wavelet_noise_sigma
-from siamese_quality.pairs import render
-from siamese_quality.views import WholeView
+from siamese_quality.core import distortions as D
+from siamese_quality.core.baselines import wavelet_noise_sigma
+from siamese_quality.core.pairs import render
+from siamese_quality.core.views import WholeView
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def photo() -> torch.Tensor:
     """A real photo at 128 x 128, mid-toned, as a uint8 (3, H, W) tensor."""
     import skimage.data
 
-    from siamese_quality.images import load_image
+    from siamese_quality.core.images import load_image
 
     image = load_image(skimage.data.astronaut(), 128).float()
     return (image * 0.5 + 64).round().to(torch.uint8)  # V well inside (0, 255): no clipping

@@ -121,26 +121,17 @@ def test_the_demo_app_can_schedule_operations():
     assert out.stdout.split()[-3:] == ["True", "False", "true"]
 
 
-# the modules that work without FiftyOne: the model, its training and its reading
-CORE_MODULES = (
-    "distortions",
-    "severity",
-    "images",
-    "views",
-    "pairs",
-    "model",
-    "pretext_model",
-    "training",
-    "calibration",
-    "evaluation",
-    "baselines",
-    "scoring",
-    "texts",
+# the modules that work without FiftyOne: everything in siamese_quality/core/
+CORE_MODULES = sorted(
+    name[: -len(".py")]
+    for name in os.listdir(os.path.join(REPO_ROOT, "siamese_quality", "core"))
+    if name.endswith(".py") and name != "__init__.py"
 )
 
 
 def test_the_core_modules_import_no_fiftyone():
-    imports = "; ".join(f"import siamese_quality.{name}" for name in CORE_MODULES)
+    assert {"distortions", "model", "training", "scoring"} <= set(CORE_MODULES)
+    imports = "; ".join(f"import siamese_quality.core.{name}" for name in CORE_MODULES)
     loaded = "sorted(m for m in sys.modules if m.startswith('fiftyone'))"
     code = f"import sys; {imports}; print({loaded})"
     out = subprocess.run(
@@ -148,3 +139,48 @@ def test_the_core_modules_import_no_fiftyone():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _imported_modules(path: str, package: str) -> set[str]:
+    """The absolute names of the modules the file at ``path`` (in ``package``) imports."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            module = node.module if not node.level else ".".join([*base, node.module or ""])
+            names.add(module.rstrip("."))
+    return names
+
+
+def test_no_module_imports_upward():
+    """The core imports only the core (and the package's version); the SDK nothing of
+    the App."""
+    root = os.path.join(REPO_ROOT, "siamese_quality")
+    for folder, package in (("core", "siamese_quality.core"), ("", "siamese_quality")):
+        for name in sorted(os.listdir(os.path.join(root, folder))):
+            if not name.endswith(".py"):
+                continue
+            ours = {
+                m
+                for m in _imported_modules(os.path.join(root, folder, name), package)
+                if m.startswith("siamese_quality")
+            }
+            if folder == "core":
+                upward = {m for m in ours if m != "siamese_quality" and not m.startswith(package)}
+            else:
+                upward = {m for m in ours if m.startswith("siamese_quality.app")}
+            assert not upward, f"{folder}/{name} imports {sorted(upward)}"
+
+
+def test_the_public_paths_the_readme_shows_are_the_core_modules():
+    import siamese_quality.core.distortions
+    import siamese_quality.core.training
+    import siamese_quality.distortions
+    import siamese_quality.training
+
+    assert siamese_quality.distortions is siamese_quality.core.distortions
+    assert siamese_quality.training is siamese_quality.core.training

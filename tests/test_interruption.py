@@ -22,7 +22,7 @@ import sys
 import fiftyone as fo
 import siamese_quality as sq
 # torch and the model code before "STARTED", so that kills land in scoring
-from siamese_quality import pretext_model, scoring
+from siamese_quality.core import pretext_model, scoring
 dataset = fo.load_dataset(sys.argv[1])
 print("STARTED", flush=True)
 sq.score(dataset, key="blur", field=sys.argv[2], skip_unchanged=True, batch_size=2,

@@ -18,8 +18,8 @@ from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import runs
-from siamese_quality.images import ImageLoadError, load_image
-from siamese_quality.pretext_model import ModelFileError, PretextModel
+from siamese_quality.core.images import ImageLoadError, load_image
+from siamese_quality.core.pretext_model import ModelFileError, PretextModel
 
 
 def _photo(seed: int = 1, size=(160, 120)) -> Image.Image:

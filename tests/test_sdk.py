@@ -288,7 +288,7 @@ OTHER_PROCESS = """
 import sys
 import fiftyone as fo
 import siamese_quality as sq
-from siamese_quality.distortions import list_distortions
+from siamese_quality.core.distortions import list_distortions
 dataset = fo.load_dataset(sys.argv[1])
 assert "fade" not in list_distortions()  # this process never registered it
 summary = sq.score(dataset, key="fade", field="fade_again", progress=False)
@@ -307,7 +307,7 @@ def test_the_readme_distortion_trains_here_scores_in_another_process_and_sorts(
     from conftest import write_dead_leaves_images
     from PIL import Image
 
-    from siamese_quality import distortions
+    from siamese_quality.core import distortions
 
     module_code, usage = readme_example("### Add your own distortion")
     (tmp_path / "my_distortions.py").write_text(module_code)
@@ -381,7 +381,9 @@ def test_an_installed_package_names_its_distortions_in_an_entry_point(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: sq-fade-{suffix}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[siamese_quality.distortions]\nfade = {module}\n")
-    code = "from siamese_quality.distortions import list_distortions; print(list_distortions())"
+    code = (
+        "from siamese_quality.core.distortions import list_distortions; print(list_distortions())"
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
@@ -412,8 +414,8 @@ def test_one_severity_rule_gives_the_python_value_and_the_database_expression(
 ):
     from fiftyone import ViewField as F
 
-    from siamese_quality.distortions import get_distortion, list_distortions
-    from siamese_quality.severity import severity_rule
+    from siamese_quality.core.distortions import get_distortion, list_distortions
+    from siamese_quality.core.severity import severity_rule
 
     dataset = dataset_factory()
     values = [-20.0, -1.5, 0.0, 0.5, 3.0, 7.0, 95.0, 100.0]

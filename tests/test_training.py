@@ -9,18 +9,18 @@ import skimage.data
 import torch
 from conftest import dead_leaves_image, write_dead_leaves_images
 
-from siamese_quality.distortions import get_distortion
-from siamese_quality.evaluation import evaluate_model, magnitude_grid
-from siamese_quality.images import load_image
-from siamese_quality.model import PixelGridNet, QualityBranch, TonalReachNet
-from siamese_quality.pairs import (
+from siamese_quality.core.distortions import get_distortion
+from siamese_quality.core.evaluation import evaluate_model, magnitude_grid
+from siamese_quality.core.images import load_image
+from siamese_quality.core.model import PixelGridNet, QualityBranch, TonalReachNet
+from siamese_quality.core.pairs import (
     Augmentation,
     GroupedBatches,
     stratified_magnitudes,
 )
-from siamese_quality.pretext_model import ModelFileError, PretextModel
-from siamese_quality.training import TrainingConfig, ranking_loss, train_pretext_model
-from siamese_quality.views import WholeView
+from siamese_quality.core.pretext_model import ModelFileError, PretextModel
+from siamese_quality.core.training import TrainingConfig, ranking_loss, train_pretext_model
+from siamese_quality.core.views import WholeView
 
 
 def _sources(count: int, seed: int = 0, size=(200, 160)) -> list[torch.Tensor]:
@@ -260,7 +260,7 @@ def test_a_backbone_is_one_spec_registration_that_training_and_saving_use(tmp_pa
     """Builder, feature size, normalisation, memory format and head in one record."""
     from torch import nn
 
-    from siamese_quality import model as M
+    from siamese_quality.core import model as M
 
     class MeanLevel(nn.Module):  # the mean grey level: enough to rank fades
         out_features = 1

@@ -10,9 +10,9 @@ from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import runs
-from siamese_quality.images import REDUCED_DECODE_SHORT_SIDE, ImageFile
-from siamese_quality.pretext_model import ModelFileError, PretextModel
-from siamese_quality.views import ALIGN, PatchView, patch_structure
+from siamese_quality.core.images import REDUCED_DECODE_SHORT_SIDE, ImageFile
+from siamese_quality.core.pretext_model import ModelFileError, PretextModel
+from siamese_quality.core.views import ALIGN, PatchView, patch_structure
 
 
 @pytest.mark.parametrize("height, width", [(768, 1024), (1024, 640), (300, 451), (4000, 6000)])

@@ -14,7 +14,7 @@ from . import forms
 
 def _training_summary(info) -> str:
     from siamese_quality.app.panel import MIN_TRUSTED_IMAGES
-    from siamese_quality.texts import training_summary
+    from siamese_quality.core.texts import training_summary
 
     return training_summary(
         info.key, info.unit, info.metrics, info.baseline, info.held_out_images, MIN_TRUSTED_IMAGES
@@ -55,7 +55,7 @@ def _training_request(ctx, task: str) -> dict:
 
 def _check_training_form(ctx, inputs, props: dict) -> None:
     """The SDK's own check of the request; its message goes beside the field at fault."""
-    from siamese_quality.errors import InvalidOption
+    from siamese_quality.core.errors import InvalidOption
     from siamese_quality.sdk import check_training_request
 
     task = ctx.params.get("task") or props["task"].default
@@ -70,7 +70,7 @@ def _check_training_form(ctx, inputs, props: dict) -> None:
 
 
 def _resolution_input(inputs, task: str, tasks: list[str]) -> types.Property:
-    from siamese_quality.training import TrainingConfig
+    from siamese_quality.core.training import TrainingConfig
 
     # params set by hand (SDK, API) may name no known task: no default to show then
     default = (
@@ -99,8 +99,8 @@ class TrainModel(foo.Operator):
         )
 
     def resolve_input(self, ctx):
-        from siamese_quality.distortions import list_distortions
-        from siamese_quality.model import BACKBONES
+        from siamese_quality.core.distortions import list_distortions
+        from siamese_quality.core.model import BACKBONES
 
         inputs = types.Object()
         if not forms.images_only(ctx, inputs):

@@ -296,7 +296,7 @@ class QualityPanel(foo.Panel):
     def _set_severity_max(ctx, distortion: dict) -> None:
         """The threshold slider's range: the largest severity a value can have (two-sided
         tasks reach it on either side); a threshold beyond it is brought back in."""
-        from siamese_quality.severity import severity_rule
+        from siamese_quality.core.severity import severity_rule
 
         if distortion:
             ends = (distortion["low"], distortion["high"])
@@ -373,7 +373,7 @@ class QualityPanel(foo.Panel):
 
     @staticmethod
     def _summary_markdown(info) -> str:
-        from siamese_quality.texts import PUBLISHED_CORRELATIONS, describe
+        from siamese_quality.core.texts import PUBLISHED_CORRELATIONS, describe
 
         published = PUBLISHED_CORRELATIONS.get(info.task)
         metrics, baseline = info.metrics, info.baseline

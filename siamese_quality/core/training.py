@@ -1,0 +1,511 @@
+"""Training a pretext model: grouped ranking batches, checkpoint choice, calibration, budget.
+
+The loss is RankNet's logistic loss on score differences, ``softplus(-(s_i - s_j))``
+for every pair whose copy ``i`` got the larger magnitude: the two-branch siamese
+classifier ``sigmoid(s_i - s_j)``, evaluated for all pairs of a grouped batch at once.
+Pairs of copies of *different* images with clearly different magnitudes are included
+at a lower weight: they teach the score an absolute scale shared across images,
+which a per-sample quality field needs.
+
+The images play three disjoint roles: most train; a few choose the checkpoint (the
+step whose weights are kept); the rest, held out from both, fit the calibration and
+report the metrics, cross-fitted so that no image calibrates its own prediction.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from .. import __version__
+from .calibration import MonotoneCalibration
+from .distortions import get_distortion
+from .errors import InvalidOption
+from .evaluation import EvaluationSet, evaluation_report, magnitude_grid, render_evaluation_set
+from .images import ImageFile, ImageLoadError, ImageSource
+from .model import BACKBONES, QualityBranch, pick_device
+from .pairs import Augmentation, GroupedBatch, GroupedBatches
+from .pretext_model import PretextModel
+from .views import PatchView, View, branch_scores, view_for
+
+ProgressCallback = Callable[[dict], None]
+
+# Caps on the two held-out roles: beyond these, more images cost time and memory (each
+# is rendered at every magnitude of the grid) and change the curve little
+MAX_CHECKPOINT_IMAGES = 8
+MAX_HELD_OUT_IMAGES = 24
+# Local tasks keep random native tiles of each training image, not the image: about
+# this many tiles in all (2,048 tiles of 128 px: 100 MB), 8 to 64 per image
+TRAINING_TILES = 2048
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that determines a training run (stored with the model)."""
+
+    task: str = "blur"
+    backbone: str | None = None  # None: the task's default (see Distortion.training_defaults)
+    pretrained: bool | str = False
+    # local tasks: the side of a native-resolution patch; global tasks: the shorter side
+    # of the downscaled image (128 px for most). None: the task's default
+    working_resolution: int | None = None
+    patch_count: int | None = None  # local tasks: patches per image. None: the task's default
+    # global tasks: side of the training crops as a fraction of the working resolution:
+    # smaller views of most of the photo (see pairs.Augmentation), cheaper steps. 1.0:
+    # whole images. None: the task's default. Local tasks train on whole patches.
+    patch_fraction: float | None = None
+    max_seconds: float | None = 120.0
+    epochs: int | None = None
+    max_steps: int | None = None
+    images_per_batch: int | None = None  # sources per step. None: the task's default
+    magnitudes_per_image: int = 6
+    learning_rate: float | None = None  # None: the task's default
+    weight_decay: float = 1e-4
+    cross_image_weight: float = 0.5
+    cross_image_min_gap: float = 0.15  # fraction of the magnitude range (by its spacing)
+    checkpoint_fraction: float = 0.1  # images that choose the checkpoint (1 to 8)
+    held_out_fraction: float = 0.25  # images that calibrate and report (2 to 24)
+    max_images: int = 500  # a random subset of larger collections is used
+    validation_every: int = 20
+    patience: int = 25
+    seed: int = 0
+    device: str | None = None
+
+    def resolved(self) -> TrainingConfig:
+        """A copy with every ``None`` default filled in from the task's defaults."""
+        defaults = {
+            "backbone": "small_cnn",
+            "learning_rate": 1e-3,
+            "patch_fraction": 1.0,
+            "working_resolution": 128,
+            "patch_count": 16,
+            "images_per_batch": 8,
+        }
+        defaults.update(get_distortion(self.task).training_defaults)
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return replace(self, **changes)
+
+    def view(self) -> View:
+        """The view the model reads (see :mod:`siamese_quality.views`)."""
+        c = self.resolved()
+        return view_for(get_distortion(c.task), c.working_resolution, c.patch_count)
+
+    def validate(self) -> None:
+        """Raises :class:`~siamese_quality.errors.InvalidOption` naming the first invalid
+        parameter."""
+        try:
+            c = self.resolved()
+        except ValueError as e:  # an unknown task
+            raise InvalidOption("task", str(e)) from None
+        if c.backbone not in BACKBONES:
+            raise InvalidOption(
+                "backbone", f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}"
+            )
+        if not isinstance(c.working_resolution, int) or c.working_resolution < 32:
+            raise InvalidOption(
+                "working_resolution",
+                f"working_resolution must be an integer of at least 32 px, got "
+                f"{c.working_resolution!r}",
+            )
+        for name in ("max_seconds", "epochs", "max_steps"):
+            value = getattr(c, name)
+            if value is not None and not value > 0:
+                raise InvalidOption(name, f"{name} must be positive, got {value!r}")
+        if c.max_seconds is None and c.epochs is None and c.max_steps is None:
+            raise InvalidOption(
+                "max_seconds", "set at least one budget: max_seconds, epochs or max_steps"
+            )
+        for name in ("images_per_batch", "validation_every", "patience", "patch_count"):
+            if getattr(c, name) < 1:
+                raise InvalidOption(name, f"{name} must be at least 1, got {getattr(c, name)!r}")
+        if c.max_images < 4:
+            raise InvalidOption(
+                "max_images", f"max_images must be at least 4, got {c.max_images!r}"
+            )
+        if c.magnitudes_per_image < 2:
+            raise InvalidOption("magnitudes_per_image", "magnitudes_per_image must be at least 2")
+        for name in ("checkpoint_fraction", "held_out_fraction"):
+            if not 0 < getattr(c, name) < 0.5:
+                raise InvalidOption(name, f"{name} must be in (0, 0.5), got {getattr(c, name)!r}")
+        self._validate_patches_and_rate(c)
+
+    @staticmethod
+    def _validate_patches_and_rate(c: TrainingConfig) -> None:
+        if not 0 < c.patch_fraction <= 1:
+            raise InvalidOption(
+                "patch_fraction", f"patch_fraction must be in (0, 1], got {c.patch_fraction!r}"
+            )
+        if get_distortion(c.task).local and c.patch_fraction != 1:
+            raise InvalidOption(
+                "patch_fraction",
+                f"patch_fraction applies to whole-image tasks; {c.task!r} trains on its patches",
+            )
+        if c.learning_rate <= 0:
+            raise InvalidOption(
+                "learning_rate", f"learning_rate must be positive, got {c.learning_rate!r}"
+            )
+
+
+@dataclass
+class TrainingData:
+    """Training sources and the two held-out roles, rendered at every magnitude."""
+
+    train: list[torch.Tensor]  # whole images (global tasks) or native tiles (local tasks)
+    checkpoint: EvaluationSet  # chooses the checkpoint
+    held_out: EvaluationSet  # fits the calibration and reports the metrics
+    # role -> indices into the given images ("train", "checkpoint", "held_out")
+    roles: dict[str, list[int]] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {role: len(indices) for role, indices in self.roles.items()}
+
+
+def ranking_loss(
+    scores: torch.Tensor,
+    magnitudes: torch.Tensor,
+    groups: torch.Tensor,
+    cross_image_weight: float,
+    cross_image_min_gap: float,
+) -> torch.Tensor:
+    """Weighted mean logistic ranking loss over all informative pairs of a batch."""
+    score_diff = scores[:, None] - scores[None, :]
+    magnitude_diff = magnitudes[:, None] - magnitudes[None, :]
+    upper = torch.ones_like(score_diff, dtype=torch.bool).triu(1)
+    same_image = groups[:, None] == groups[None, :]
+    within = upper & same_image & (magnitude_diff != 0)
+    cross = upper & ~same_image & (magnitude_diff.abs() >= cross_image_min_gap)
+    weights = within.float() + cross_image_weight * cross.float()
+    pair_loss = nnf.softplus(-torch.sign(magnitude_diff) * score_diff)
+    return (pair_loss * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def role_sizes(count: int, config: TrainingConfig) -> tuple[int, int]:
+    """(checkpoint images, held-out images) for ``count`` images."""
+    checkpoint = min(MAX_CHECKPOINT_IMAGES, max(1, round(count * config.checkpoint_fraction)))
+    held_out = min(MAX_HELD_OUT_IMAGES, max(2, round(count * config.held_out_fraction)))
+    return checkpoint, held_out
+
+
+def _training_source(
+    image: ImageFile, view: View, augmentation: Augmentation, tiles: int, rng
+) -> list[torch.Tensor]:
+    if isinstance(view, PatchView):
+        native = image.native_tensor()
+        return [view.random_tile(native, rng) for _ in range(tiles)]
+    return [image.whole(augmentation.source_short_side(view))]
+
+
+def prepare_training_data(
+    images: Sequence[ImageSource], config: TrainingConfig, augmentation: Augmentation
+) -> TrainingData:
+    """Reads each image once, in a seeded random order, and gives it its role.
+
+    The first readable images choose the checkpoint, the next are held out to calibrate
+    and report, the rest train; unreadable ones are skipped and recorded. Each image's
+    decode is dropped once its role has what it needs, so memory stays flat.
+    """
+    config = config.resolved()
+    distortion, view = get_distortion(config.task), config.view()
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(images))[: config.max_images]
+    n_checkpoint, n_held_out = role_sizes(len(order), config)
+    tiles = max(8, min(64, TRAINING_TILES // max(1, len(order) - n_checkpoint - n_held_out)))
+    grid = magnitude_grid(distortion, 9)
+    roles: dict[str, list] = {"checkpoint": [], "held_out": [], "train": []}
+    indices: dict[str, list[int]] = {role: [] for role in roles}
+    skipped = []
+    for index in order:
+        image = ImageFile(images[index])
+        try:
+            image.native() if isinstance(view, PatchView) else image.reduced()
+        except ImageLoadError as e:
+            skipped.append({"index": int(index), "kind": e.kind, "message": str(e)})
+            continue
+        if len(roles["checkpoint"]) < n_checkpoint:
+            role = "checkpoint"
+            roles[role].append(render_evaluation_set([image], distortion, view, grid))
+        elif len(roles["held_out"]) < n_held_out:
+            role = "held_out"
+            roles[role].append(render_evaluation_set([image], distortion, view, grid))
+        else:
+            role = "train"
+            roles[role].append(_training_source(image, view, augmentation, tiles, rng))
+        indices[role].append(int(index))
+    if not roles["train"]:
+        readable = len(order) - len(skipped)
+        kinds = sorted({s["kind"] for s in skipped})
+        raise ValueError(
+            f"Too few readable images to train: {readable} of {len(order)} could be read "
+            f"(need at least {n_checkpoint + n_held_out + 1}: {n_checkpoint} to choose the "
+            f"checkpoint, {n_held_out} to calibrate and report, and 1 or more to train)"
+            + (f"; unreadable: {', '.join(kinds)}" if kinds else "")
+        )
+    return TrainingData(
+        train=[source for sources in roles["train"] for source in sources],
+        checkpoint=_concatenate(roles["checkpoint"]),
+        held_out=_concatenate(roles["held_out"]),
+        roles=indices,
+        skipped=skipped,
+    )
+
+
+def _concatenate(sets: list[EvaluationSet]) -> EvaluationSet:
+    return EvaluationSet(
+        torch.cat([s.images for s in sets]),
+        np.concatenate([s.magnitudes for s in sets]),
+        np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)]),
+    )
+
+
+def _spearman(scores: np.ndarray, evaluation: EvaluationSet) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(scores) == 0:
+        return 0.0
+    return float(spearmanr(scores, evaluation.magnitudes)[0])
+
+
+def _budget_used(config: TrainingConfig, step: int, max_steps: float, started: float) -> float:
+    """Fraction of the training budget spent: steps or seconds, whichever is further."""
+    done = step / max_steps if math.isfinite(max_steps) else 0.0
+    if config.max_seconds is not None:
+        done = max(done, (time.monotonic() - started) / config.max_seconds)
+    return done
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class _Run:
+    """The state of a training loop."""
+
+    config: TrainingConfig
+    view: View
+    branch: QualityBranch
+    batches: GroupedBatches
+    checkpoint: EvaluationSet
+    device: torch.device
+    started: float
+    max_steps: float
+    step: int = 0
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    stop_reason: str = "max_steps"
+
+
+def _step(run: _Run, optimizer: torch.optim.Optimizer) -> float:
+    """One optimisation step on a grouped batch, cosine learning-rate decay over the budget."""
+    config = run.config
+    done = _budget_used(config, run.step, run.max_steps, run.started)
+    for group in optimizer.param_groups:
+        group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+    batch: GroupedBatch = run.batches.next_batch()
+    run.epoch = batch.epoch
+    run.branch.train()
+    scores = run.branch(batch.images.to(run.device))
+    # positions along the range (by the distortion's spacing): the same order, and the
+    # cross-image gap is a fraction of the range as the spacing measures it
+    positions = run.batches.distortion.position(batch.magnitudes).float()
+    loss = ranking_loss(
+        scores,
+        positions.to(run.device),
+        batch.groups.to(run.device),
+        config.cross_image_weight,
+        config.cross_image_min_gap,
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    run.step += 1
+    return loss.item()
+
+
+def _check(run: _Run, losses: list[float]) -> dict:
+    """Scores the checkpoint images and records the step."""
+    scores = branch_scores(run.branch, run.checkpoint.images, run.view).numpy()
+    return {
+        "step": run.step,
+        "epoch": run.epoch,
+        "seconds": round(time.monotonic() - run.started, 2),
+        "loss": float(np.mean(losses[-run.config.validation_every :])),
+        "val_spearman": _spearman(scores, run.checkpoint),
+        "fraction": min(1.0, _budget_used(run.config, run.step, run.max_steps, run.started)),
+    }
+
+
+def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], None]) -> None:
+    """Trains until a budget ends or the checkpoint images stop improving; keeps the best."""
+    config = run.config
+    optimizer = torch.optim.AdamW(
+        run.branch.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    run.best = {"spearman": -math.inf, "step": 0, "state": copy.deepcopy(run.branch.state_dict())}
+    stale, losses = 0, []
+    while True:
+        if run.step >= run.max_steps:
+            run.stop_reason = (
+                "epochs" if config.epochs is not None and not config.max_steps else "max_steps"
+            )
+            return
+        if config.max_seconds is not None and time.monotonic() - run.started >= config.max_seconds:
+            run.stop_reason = "max_seconds"
+            return
+        losses.append(_step(run, optimizer))
+        if run.step % config.validation_every:
+            continue
+        record = _check(run, losses)
+        run.history.append(record)
+        if progress is not None:
+            progress(dict(record))
+        if record["val_spearman"] > run.best["spearman"] + 1e-4:
+            state = copy.deepcopy(run.branch.state_dict())
+            run.best = {"spearman": record["val_spearman"], "step": run.step, "state": state}
+            stale = 0
+            save_best()
+        else:
+            stale += 1
+            # some tasks sit on a plateau before they take off: never give up early
+            if stale >= config.patience and record["fraction"] >= 0.5:
+                run.stop_reason = "early_stopping"
+                return
+
+
+def calibrate_and_report(model: PretextModel, held_out: EvaluationSet) -> None:
+    """Fits ``model``'s calibration on the held-out images and reports its metrics there.
+
+    The stored calibration uses every held-out image; the reported Pearson and MAE come
+    from two-fold cross-fitting over them (each half predicted by a calibration fitted
+    on the other half), Spearman from the raw scores, which calibration cannot reorder.
+    """
+    scores = branch_scores(model.branch, held_out.images, model.view).numpy().astype(np.float64)
+    model.calibration = MonotoneCalibration().fit(
+        scores, held_out.magnitudes, kind="auto", groups=held_out.groups
+    )
+    model.evaluation = evaluation_report(scores, held_out, model.task)
+
+
+def train_pretext_model(
+    images: Sequence[ImageSource],
+    config: TrainingConfig | None = None,
+    progress: ProgressCallback | None = None,
+    checkpoint_path: str | None = None,
+) -> PretextModel:
+    """Trains, chooses a checkpoint and calibrates a pretext model on unlabeled images.
+
+    Stops at the first of ``max_seconds``, ``epochs``, ``max_steps``, or when the
+    checkpoint images' Spearman has not improved for ``patience`` checks; the best
+    checked weights are kept. With a fixed ``seed`` and a step or epoch budget the
+    result is reproducible (a time budget stops at a machine-dependent step).
+
+    Args:
+        images: image paths, PIL images or uint8 arrays; unreadable ones are skipped
+        progress: called with ``{"step", "epoch", "seconds", "loss", "val_spearman",
+            "fraction"}`` after each check (``fraction``: share of the budget used)
+        checkpoint_path: if set, the best model so far is saved there during training
+
+    Returns:
+        the model, calibrated on held-out images, with ``training`` (config, curve, stop
+        reason, roles) and ``evaluation`` (metrics on the held-out images and points)
+    """
+    config = (config or TrainingConfig()).resolved()
+    config.validate()
+    _seed_everything(config.seed)
+    started = time.monotonic()
+    augmentation = Augmentation.for_distortion(get_distortion(config.task))
+    data = prepare_training_data(images, config, augmentation)
+    run = _start_run(config, data, augmentation, started)
+
+    def save_best() -> None:
+        if checkpoint_path:
+            _best_model(run).save(checkpoint_path)
+
+    _fit(run, progress, save_best)
+    model = _best_model(run)
+    calibrate_and_report(model, data.held_out)
+    model.evaluation["protocol"] = _protocol(data)
+    model.training = _training_record(run, data)
+    if checkpoint_path:
+        model.save(checkpoint_path)
+    return model
+
+
+def _start_run(
+    config: TrainingConfig, data: TrainingData, augmentation: Augmentation, started: float
+) -> _Run:
+    """A new branch, its batches of training copies and its step budget."""
+    distortion, view = get_distortion(config.task), config.view()
+    batches = GroupedBatches(
+        data.train,
+        distortion,
+        view,
+        config.images_per_batch,
+        config.magnitudes_per_image,
+        augmentation,
+        seed=config.seed,
+        patch_size=max(16, round(config.working_resolution * config.patch_fraction)),
+    )
+    max_steps = config.max_steps or math.inf
+    if config.epochs is not None:
+        max_steps = min(max_steps, config.epochs * batches.batches_per_epoch)
+    device = pick_device(config.device)
+    branch = QualityBranch(config.backbone, config.pretrained).to(device)
+    return _Run(config, view, branch, batches, data.checkpoint, device, started, max_steps)
+
+
+def _best_model(run: _Run) -> PretextModel:
+    """The run's best checked weights (the current ones before the first check), in eval
+    mode, as an uncalibrated model."""
+    branch = copy.deepcopy(run.branch)
+    if run.history and run.best.get("step", 0) > 0:
+        branch.load_state_dict(run.best["state"])
+    return PretextModel(branch.eval(), run.batches.distortion, run.view)
+
+
+def _protocol(data: TrainingData) -> dict:
+    return {
+        "checkpoint_images": data.counts["checkpoint"],
+        "held_out_images": data.counts["held_out"],
+        "train_images": data.counts["train"],
+        "calibration": "fitted on the held-out images, which neither trained the model "
+        "nor chose its checkpoint; Pearson and MAE are two-fold cross-fitted over them "
+        "(no image calibrates its own prediction)",
+    }
+
+
+def _training_record(run: _Run, data: TrainingData) -> dict:
+    config = run.config
+    return {
+        "config": {
+            k: (str(v) if k == "pretrained" and not isinstance(v, bool) else v)
+            for k, v in asdict(config).items()
+        },
+        "library_version": __version__,
+        "device": str(run.device),
+        "steps": run.step,
+        "best_step": run.best["step"],
+        "stop_reason": run.stop_reason,
+        "seconds": round(time.monotonic() - run.started, 2),
+        "train_images": data.counts["train"],
+        "checkpoint_images": data.counts["checkpoint"],
+        "held_out_images": data.counts["held_out"],
+        "train_sources": len(data.train),
+        # which of the given images played which role (indices; the SDK stores sample ids)
+        "roles": data.roles,
+        "skipped_images": data.skipped,
+        "history": run.history,
+    }
