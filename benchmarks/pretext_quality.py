@@ -37,8 +37,8 @@ import torch
 from tables import print_table as print_columns
 
 from siamese_quality.core.distortions import list_distortions
-from siamese_quality.core.evaluation import PUBLISHED_CORRELATIONS as PUBLISHED
 from siamese_quality.core.evaluation import evaluate_model
+from siamese_quality.core.texts import PUBLISHED_CORRELATIONS as PUBLISHED
 from siamese_quality.core.training import TrainingConfig, train_pretext_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
