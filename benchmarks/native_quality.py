@@ -42,8 +42,13 @@ from scipy.stats import spearmanr  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from degradations import FAMILIES, Family, jpeg_bytes  # noqa: E402
 from tables import print_table  # noqa: E402
+
+from siamese_quality.core.degradations import (  # noqa: E402
+    FAMILIES,
+    Family,
+    write_damaged_copy,
+)
 
 CACHE = os.path.join(HERE, ".cache", "native")
 SHARED_PHOTOS = os.path.join(HERE, "..", "..", "shared", "photos")
@@ -103,14 +108,7 @@ def damaged_copies(photos: list[str], families: list[Family]) -> list[dict]:
                     # one draw per photo and family (the same shake direction, the same
                     # noise pattern scaled): magnitudes differ in nothing else
                     rng = np.random.default_rng(_seed(name, family.name))
-                    if family.suffix == ".jpg":
-                        data = jpeg_bytes(pixels, magnitude)
-                        with open(path + ".partial", "wb") as f:
-                            f.write(data)
-                    else:
-                        damaged = family.degrade(pixels, float(magnitude), rng)
-                        Image.fromarray(damaged).save(path + ".partial", format="PNG")
-                    os.replace(path + ".partial", path)
+                    write_damaged_copy(pixels, family, magnitude, path, rng)
                 records.append(
                     {
                         "filepath": path,

@@ -1,4 +1,4 @@
-"""Degradations of full-size photos for the native-resolution benchmark.
+"""Degradations of full-size photos, for the native-resolution benchmark and the demo.
 
 Each family damages a photo *as stored*, at its own resolution, before any resizing,
 with an implementation that shares no code with ``siamese_quality`` (OpenCV, Pillow,
@@ -8,6 +8,9 @@ on (defocus disks, camera-shake lines, shot noise, exposure by gain and gamma).
 A family's magnitude is the quantity the matching model reports, in the file's own
 pixels: Gaussian sigma, noise sigma on 0-255, JPEG quality, block size. Families
 without such a unit (defocus radius, shake length, exposure) are ranked only.
+
+It imports nothing from the rest of the library (a test checks): code shared with
+training would hide that code's mistakes from the measurements.
 """
 
 from __future__ import annotations
@@ -251,6 +254,24 @@ FAMILIES: tuple[Family, ...] = (
         description="degrees CCW (scikit-image)",
     ),
 )
+
+
+def write_damaged_copy(
+    pixels: np.ndarray, family: Family, magnitude: float, path: str, rng: np.random.Generator
+) -> None:
+    """Writes ``pixels`` (uint8 RGB) damaged by ``family`` at ``magnitude`` to ``path``,
+    through a partial file. JPEG damage is the file's own encoding (its quality is the
+    file's), everything else a PNG."""
+    import os
+
+    partial = f"{path}.partial"
+    if family.suffix == ".jpg":
+        with open(partial, "wb") as f:
+            f.write(jpeg_bytes(pixels, magnitude))
+    else:
+        damaged = family.degrade(pixels, float(magnitude), rng)
+        Image.fromarray(damaged).save(partial, format="PNG", compress_level=1)  # fast, lossless
+    os.replace(partial, path)
 
 
 def get_family(name: str) -> Family:
