@@ -170,8 +170,29 @@ def model_results(model: PretextModel) -> dict:
 
 
 def save_results(dataset: fo.Dataset, key: str, results: dict) -> None:
-    """Replaces the results of run ``key`` (a new run; later changes: :func:`update_results`)."""
-    dataset.save_run_results(key, dataset.init_run_results(key, **results), overwrite=True)
+    """Replaces the results of run ``key`` (a new run; later changes: :func:`update_results`).
+
+    The new results file is written, and the run pointed at it, before the old file is
+    deleted: a process killed at any moment leaves the run with complete results, old or
+    new. (FiftyOne's ``save_run_results(overwrite=True)`` deletes the old file first; a
+    kill before its run document is saved left the run pointing at no file, and every
+    later read of the model failed.)
+    """
+    import fiftyone.core.runs as fors
+    from bson import json_util
+
+    run_results = dataset.init_run_results(key, **results)
+    run_doc = fors.Run._get_run_doc(dataset, key)
+    stored = run_doc.results  # a GridFS proxy, empty (falsy) for a new run
+    previous = stored.grid_id if stored else None
+    data = json_util.dumps(run_results.serialize()).encode()
+    stored.grid_id = stored.fs.put(data, content_type="application/json")
+    stored.gridout = None  # the proxy's cached reader of the previous file
+    stored._mark_as_changed()
+    run_doc.results_meta = dict(run_results.get_meta() or {})
+    run_doc.save()
+    if previous is not None:
+        stored.fs.delete(previous)
 
 
 def update_results(dataset: fo.Dataset, key: str, change: Callable[[dict], None]) -> dict:

@@ -42,6 +42,17 @@ print("DONE", flush=True)
 """
 
 
+RESULTS_SCRIPT = """
+import sys
+import fiftyone as fo
+from siamese_quality import runs
+dataset = fo.load_dataset(sys.argv[1])
+print("STARTED", flush=True)
+for count in range(100000):  # replace the results over and over, until killed
+    runs.update_results(dataset, "blur", lambda results: results.update(evaluations=[count]))
+"""
+
+
 def _start(script: str, *args: str) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
@@ -111,6 +122,27 @@ def test_scoring_killed_at_random_moments_resumes_to_exactly_one_correct_value(s
     # no lock of this dataset left (the killed jobs' ones included)
     mine = {"_id": {"$regex": f"^{dataset._doc.id}:"}}
     assert foo_odm.get_db_conn()[COLLECTION].count_documents(mine) == 0
+
+
+def test_a_process_killed_while_replacing_a_models_results_leaves_them_readable(
+    dataset_factory, tiny_model_files
+):
+    """Scoring, evaluation and the App replace a model's results file; a kill at any
+    moment must leave the model with complete results, old or new."""
+    dataset = dataset_factory(persistent=True)
+    dataset.add_sample(fo.Sample(filepath="/no/image.png"))
+    sq.import_model(dataset, tiny_model_files["blur"], key="blur")
+    calibration = runs.load_results(dataset, "blur")["calibration"]
+    rng = random.Random(3)
+    for _ in range(5):
+        process = _start(RESULTS_SCRIPT, dataset.name)
+        time.sleep(rng.uniform(0.2, 1.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        dataset.reload()
+        results = runs.load_results(dataset, "blur", attempts=1)  # no retry: it must be there
+        assert results["calibration"] == calibration
+        assert len(results["evaluations"]) == 1
 
 
 @pytest.mark.slow
