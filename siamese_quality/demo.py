@@ -209,6 +209,15 @@ def train_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False
     return infos
 
 
+def _text_table(header: tuple, rows: list[tuple]) -> str:
+    """Columns padded to their widest cell, separated by " | "."""
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    return "\n".join(
+        " | ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
+        for row in (header, *rows)
+    )
+
+
 def results_table(infos: list) -> str:
     """Held-out correlations next to the published ones and the classical baselines."""
     from siamese_quality.core.texts import PUBLISHED_CORRELATIONS
@@ -239,28 +248,34 @@ def results_table(infos: list) -> str:
                 info.unit,
             )
         )
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    return "\n".join(
-        " | ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
-        for row in (header, *rows)
-    )
+    return _text_table(header, rows)
 
 
 TOP = 10  # the "worst first" samples a user looks at
 
 
-def _baseline_severities(task: str, images: list) -> np.ndarray | None:
-    """The classical baseline of ``task`` on each image, oriented so that larger is worse
-    (two-sided tasks: the distance from the clean photos' median)."""
+def _baseline_row(task: str, kinds: list[str], own: np.ndarray, truth: np.ndarray, images) -> dict:
+    """The classical baseline's precision@10 and Spearman on the same files, or {}."""
+    from scipy.stats import spearmanr
+
     from siamese_quality.core.distortions import get_distortion
 
     distortion = get_distortion(task)
     if distortion.baseline is None:
-        return None
-    values = np.array([distortion.baseline.measure(image) for image in images])
-    if distortion.two_sided:
-        return values  # made a distance by the caller, who knows the clean photos
-    return values if distortion.higher_is_worse else -values
+        return {}
+    values = np.array(
+        [distortion.baseline.measure(image) for image in images]
+    )  # grows with the magnitude
+    if distortion.two_sided:  # worse: further from the clean photos, either way
+        severities = np.abs(values - np.median(values[np.array(kinds) == CLEAN]))
+    else:
+        severities = values if distortion.higher_is_worse else -values
+    worst = np.argsort(-severities, kind="stable")[:TOP]
+    return {
+        "baseline": distortion.baseline.name,
+        "baseline_precision": sum(kinds[i] == task for i in worst) / TOP,
+        "baseline_spearman": float(spearmanr(values[own], truth[own])[0]),
+    }
 
 
 def demo_findings(dataset: fo.Dataset) -> list[dict]:
@@ -282,33 +297,21 @@ def demo_findings(dataset: fo.Dataset) -> list[dict]:
     ]
     rows = []
     for task in DEMO_TASKS:
-        distortion = get_distortion(task)
+        identity = get_distortion(task).identity
         own = np.array([k in (task, CLEAN) for k in kinds])
         truth = np.array(
-            [
-                distortion.identity if k == CLEAN else m
-                for k, m in zip(kinds, magnitudes, strict=True)
-            ]
+            [identity if k == CLEAN else m for k, m in zip(kinds, magnitudes, strict=True)]
         )
         worst = actions.worst_first(dataset, task).limit(TOP).values("demo_truth.label")
-        row = {
-            "task": task,
-            "damaged": int(sum(k == task for k in kinds)),
-            "precision": sum(k == task for k in worst) / TOP,
-            "spearman": float(spearmanr(np.array(dataset.values(task))[own], truth[own])[0]),
-        }
-        severities = _baseline_severities(task, images)
-        if severities is not None:
-            signed = severities
-            if distortion.two_sided:
-                clean = np.median(severities[np.array(kinds) == CLEAN])
-                severities = np.abs(severities - clean)
-            order = np.argsort(-severities, kind="stable")[:TOP]
-            row["baseline"] = distortion.baseline.name
-            row["baseline_precision"] = sum(kinds[i] == task for i in order) / TOP
-            sign = 1 if distortion.two_sided or distortion.higher_is_worse else -1
-            row["baseline_spearman"] = float(spearmanr(sign * signed[own], truth[own])[0])
-        rows.append(row)
+        rows.append(
+            {
+                "task": task,
+                "damaged": int(sum(k == task for k in kinds)),
+                "precision": sum(k == task for k in worst) / TOP,
+                "spearman": float(spearmanr(np.array(dataset.values(task))[own], truth[own])[0]),
+                **_baseline_row(task, kinds, own, truth, images),
+            }
+        )
     return rows
 
 
@@ -332,11 +335,7 @@ def findings_table(rows: list[dict]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(str(r[i])) for r in (header, *lines)) for i in range(len(header))]
-    return "\n".join(
-        " | ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
-        for row in (header, *lines)
-    )
+    return _text_table(header, lines)
 
 
 WORKER_COMMAND = "make worker   (or: fiftyone delegated launch, with FIFTYONE_PLUGINS_DIR set)"

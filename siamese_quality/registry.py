@@ -53,12 +53,6 @@ class ModelInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def value_field(self) -> str | None:
-        """The calibrated field the model writes (not ``_raw``, ``_patches``, ...), once
-        it has scored."""
-        return value_field(self.fields)
-
 
 def value_field(fields: list[str]) -> str | None:
     """The calibrated field among a model's recorded fields, or None."""

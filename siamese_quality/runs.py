@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 import fiftyone as fo
 import fiftyone.constants as foc
+import fiftyone.core.runs as fors
 import gridfs.errors
+from bson import json_util
 
 from . import __version__
 
@@ -89,10 +91,9 @@ class ModelConfig:
     working_resolution: int
     weights_path: str
     weights_sha256: str
-    distortion: dict = dataclasses.field(default_factory=dict)  # Distortion.to_dict() when trained
-    view: dict = dataclasses.field(
-        default_factory=dict
-    )  # views.View.to_dict(): what the model reads
+    # Distortion.to_dict() when trained, and views.View.to_dict(): what the model reads
+    distortion: dict = dataclasses.field(default_factory=dict)
+    view: dict = dataclasses.field(default_factory=dict)
     training_options: dict = dataclasses.field(default_factory=dict)
     library_version: str = ""
     fields: list[str] = dataclasses.field(default_factory=list)
@@ -178,9 +179,6 @@ def save_results(dataset: fo.Dataset, key: str, results: dict) -> None:
     kill before its run document is saved left the run pointing at no file, and every
     later read of the model failed.)
     """
-    import fiftyone.core.runs as fors
-    from bson import json_util
-
     run_results = dataset.init_run_results(key, **results)
     run_doc = fors.Run._get_run_doc(dataset, key)
     stored = run_doc.results  # a GridFS proxy, empty (falsy) for a new run

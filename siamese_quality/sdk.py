@@ -156,7 +156,7 @@ def train(
     config = check_training_request(
         samples, task, key, overwrite, max_seconds, backbone, **training_options
     )
-    replace = check_new_key(dataset, key, overwrite)  # whether a run is replaced
+    replace = dataset.has_run(key)  # the check allowed it: overwrite, or an unfinished run
     ids, paths = samples.values(["id", "filepath"])
 
     path = new_weights_path(dataset, key)

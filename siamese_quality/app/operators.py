@@ -53,12 +53,11 @@ def _training_request(ctx, task: str) -> dict:
     }
 
 
-def _check_training_form(ctx, inputs, props: dict) -> None:
+def _check_training_form(ctx, inputs, props: dict, task: str) -> None:
     """The SDK's own check of the request; its message goes beside the field at fault."""
     from siamese_quality.core.errors import InvalidOption
     from siamese_quality.sdk import check_training_request
 
-    task = ctx.params.get("task") or props["task"].default
     try:
         check_training_request(ctx.target_view(), **_training_request(ctx, task))
     except InvalidOption as e:
@@ -140,7 +139,7 @@ class TrainModel(foo.Operator):
         }
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         forms.view_target(ctx, inputs, "Train on")
-        _check_training_form(ctx, inputs, props)
+        _check_training_form(ctx, inputs, props, task)
         _training_duration_notice(inputs, forms.param(ctx, "max_seconds", 120.0))
         return types.Property(inputs)
 

@@ -101,11 +101,3 @@ def flat_neighbour_share(image: torch.Tensor) -> float:
     same_x = (np.diff(gray.astype(np.int16), axis=1) == 0).mean()
     same_y = (np.diff(gray.astype(np.int16), axis=0) == 0).mean()
     return float((same_x + same_y) / 2)
-
-
-def get_baseline(task: str) -> Baseline | None:
-    """The classical baseline of ``task`` (its :class:`~siamese_quality.distortions.Distortion`
-    record holds it), or None (rotation has none)."""
-    from .distortions import get_distortion
-
-    return get_distortion(task).baseline

@@ -16,6 +16,7 @@ training would hide that code's mistakes from the measurements.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,9 +110,8 @@ def shot_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
 
 
 def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
-    """Encoded with OpenCV; the benchmark writes these bytes as the file itself."""
-    ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    assert ok
+    """Encoded with OpenCV (:func:`jpeg_bytes`, which damaged files are written as)."""
+    encoded = np.frombuffer(jpeg_bytes(image, quality), np.uint8)
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
 
 
@@ -262,8 +262,6 @@ def write_damaged_copy(
     """Writes ``pixels`` (uint8 RGB) damaged by ``family`` at ``magnitude`` to ``path``,
     through a partial file. JPEG damage is the file's own encoding (its quality is the
     file's), everything else a PNG."""
-    import os
-
     partial = f"{path}.partial"
     if family.suffix == ".jpg":
         with open(partial, "wb") as f:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .baselines import get_baseline
 from .calibration import MonotoneCalibration, correlation_metrics, cross_fitted_predictions
-from .distortions import Distortion
+from .distortions import Distortion, get_distortion
 from .images import ImageFile, ImageLoadError, ImageSource
 from .views import View, branch_scores
 
@@ -106,7 +105,7 @@ def baseline_metrics(task: str, evaluation: EvaluationSet) -> dict | None:
     The baseline gets the same treatment as a model: its values are calibrated to
     magnitudes (cross-fitted isotonic), so Pearson and MAE are comparable.
     """
-    baseline = get_baseline(task)
+    baseline = get_distortion(task).baseline
     if baseline is None:
         return None
     # per patch, then the median over the patches of a copy (one patch: the image)

@@ -430,9 +430,9 @@ def train_pretext_model(
     data = prepare_training_data(images, config, augmentation)
     run = _start_run(config, data, augmentation, started)
 
-    def save_best() -> None:
+    def save_best() -> None:  # called when the current weights are the best so far
         if checkpoint_path:
-            _best_model(run).save(checkpoint_path)
+            PretextModel(run.branch, run.batches.distortion, run.view).save(checkpoint_path)
 
     _fit(run, progress, save_best)
     model = _best_model(run)
