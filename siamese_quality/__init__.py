@@ -14,6 +14,7 @@ PLUGIN_NAME = "@siamese-quality/siamese_quality"
 _SDK_NAMES = (
     "train",
     "score",
+    "summarize",
     "evaluate",
     "list_models",
     "load_model",

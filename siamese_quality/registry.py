@@ -56,7 +56,7 @@ class ModelInfo:
 
 def value_field(fields: list[str]) -> str | None:
     """The calibrated field among a model's recorded fields, or None."""
-    suffixes = ("_raw", "_fingerprint", "_patches")
+    suffixes = ("_raw", "_fingerprint", "_patches", "_heatmap")
     values = [f for f in fields if not f.endswith(suffixes)]
     return values[0] if values else None
 

@@ -27,10 +27,13 @@ if TYPE_CHECKING:
 Samples = fo.core.collections.SampleCollection
 
 
-def field_suffixes(view_kind: str) -> tuple[str, ...]:
+def field_suffixes(view_kind: str, heatmaps: bool = False) -> tuple[str, ...]:
     """Suffixes of the fields a model whose view is of ``view_kind`` writes ("" is the
-    value; models that read patches add their grid, ``_patches``)."""
-    return (*FIELD_SUFFIXES, "_patches") if view_kind == "patches" else FIELD_SUFFIXES
+    value; models that read patches add their grid, ``_patches``, and on request the
+    same grid as a heat map the App overlays, ``_heatmap``)."""
+    if view_kind != "patches":
+        return FIELD_SUFFIXES
+    return (*FIELD_SUFFIXES, "_patches", *(("_heatmap",) if heatmaps else ()))
 
 
 def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
@@ -44,7 +47,14 @@ def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
         "since, and values written by another model)",
         "_patches": f"{model.task} in {model.unit} of each patch, rows of the grid over the "
         f"image (top to bottom, left to right); siamese_quality model '{key}'",
+        "_heatmap": f"where the image shows {model.task}: each patch's value in {model.unit}, "
+        f"drawn over the image; range {_heatmap_range(model)}; siamese_quality model '{key}'",
     }
+
+
+def _heatmap_range(model: PretextModel) -> list[float]:
+    """A heat map's range: the model's trained range of magnitudes, in its unit."""
+    return [float(model.distortion.low), float(model.distortion.high)]
 
 
 FIELD_SUFFIXES = ("", "_raw", "_fingerprint")
@@ -54,6 +64,7 @@ _FIELD_TYPES = {
     "_raw": (fo.FloatField, None),
     "_fingerprint": (fo.StringField, None),
     "_patches": (fo.ListField, fo.ListField),  # rows of values
+    "_heatmap": (fo.EmbeddedDocumentField, fo.Heatmap),
 }
 
 
@@ -97,13 +108,15 @@ class ScoringPlan:
     skip_unchanged: bool = False
     job: str | None = None  # shards of one sharded job share it (and their field locks)
     overwrite: bool = False  # may write fields that it did not create
+    heatmaps: bool = False  # local models also write ``<field>_heatmap``
 
     def targets(self) -> list[str]:
         return [
-            f"{name}{suffix}"
-            for key, name in self.fields.items()
-            for suffix in field_suffixes(self.models[key].view.kind)
+            f"{name}{suffix}" for key, name in self.fields.items() for suffix in self.suffixes(key)
         ]
+
+    def suffixes(self, key: str) -> tuple[str, ...]:
+        return field_suffixes(self.models[key].view.kind, self.heatmaps)
 
 
 def check_scoring_request(
@@ -111,6 +124,7 @@ def check_scoring_request(
     key: str | Sequence[str] = "blur",
     field: str | Sequence[str] | None = None,
     overwrite: bool = False,
+    heatmaps: bool = False,
 ) -> dict[str, str]:
     """Validates model keys and output fields; returns ``{key: field}``.
 
@@ -141,7 +155,7 @@ def check_scoring_request(
     owners = runs.owned_fields(dataset)
     for k, name in zip(keys, fields, strict=True):
         view_kind = runs.model_config(dataset, k).view_kind
-        for target in (f"{name}{suffix}" for suffix in field_suffixes(view_kind)):
+        for target in (f"{name}{suffix}" for suffix in field_suffixes(view_kind, heatmaps)):
             owner = owners.get(target)
             if dataset.has_field(target) and owner != k and not overwrite:
                 who = f"model {owner!r}" if owner else "you (not siamese_quality)"
@@ -162,16 +176,26 @@ def plan_scoring(
     chunk_size: int = 1000,
     skip_unchanged: bool = False,
     job: str | None = None,
+    heatmaps: bool = False,
 ) -> ScoringPlan:
     """Validates a scoring request and loads its models, without writing anything."""
-    fields = check_scoring_request(samples, key, field, overwrite)
+    fields = check_scoring_request(samples, key, field, overwrite, heatmaps)
     if batch_size < 1 or chunk_size < 1:
         raise ValueError("batch_size and chunk_size must be at least 1")
     if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     models = {k: load_model(samples, k) for k in fields}
     return ScoringPlan(
-        samples, models, fields, batch_size, num_workers, chunk_size, skip_unchanged, job, overwrite
+        samples,
+        models,
+        fields,
+        batch_size,
+        num_workers,
+        chunk_size,
+        skip_unchanged,
+        job,
+        overwrite,
+        heatmaps,
     )
 
 
@@ -183,17 +207,18 @@ def prepare_fields(plan: ScoringPlan) -> None:
     dataset = root_dataset(plan.samples)
     for key, name in plan.fields.items():
         descriptions = _field_descriptions(key, plan.models[key])
-        suffixes = field_suffixes(plan.models[key].view.kind)
+        suffixes = plan.suffixes(key)
         for suffix in suffixes:
             target = f"{name}{suffix}"
             if not dataset.has_field(target):
-                ftype, subfield = _FIELD_TYPES[suffix]
+                ftype, inner = _FIELD_TYPES[suffix]
+                inner_kind = "embedded_doc_type" if suffix == "_heatmap" else "subfield"
                 dataset.add_sample_field(
                     target,
                     ftype,
-                    subfield=subfield,
                     description=descriptions[suffix],
                     info={"siamese_quality_model": key},
+                    **{inner_kind: inner},
                 )
         recorded = runs.model_config(dataset, key).fields
         new = [f"{name}{suffix}" for suffix in suffixes if f"{name}{suffix}" not in recorded]
@@ -213,7 +238,7 @@ def _samples_to_score(
         return ids, paths, fingerprints
     dataset = root_dataset(plan.samples)
     done = [True] * len(ids)
-    for name in plan.fields.values():
+    for key, name in plan.fields.items():
         if not dataset.has_field(f"{name}_fingerprint"):
             done = [False] * len(ids)
             break
@@ -222,6 +247,13 @@ def _samples_to_score(
             d and v is not None and s == f
             for d, v, s, f in zip(done, values, stored, fingerprints[name], strict=True)
         ]
+        if "_heatmap" in plan.suffixes(key):
+            # heat maps asked for now: a sample scored without one is not done
+            heatmap = f"{name}_heatmap"
+            drawn = (
+                plan.samples.values(heatmap) if dataset.has_field(heatmap) else [None] * len(ids)
+            )
+            done = [d and h is not None for d, h in zip(done, drawn, strict=True)]
     keep = [i for i, d in enumerate(done) if not d]
     return (
         [ids[i] for i in keep],
@@ -268,7 +300,11 @@ def _score_plan(plan: ScoringPlan):
         # user or another process) is not ours to write
         dataset.reload()
         check_scoring_request(
-            plan.samples, list(plan.fields), list(plan.fields.values()), plan.overwrite
+            plan.samples,
+            list(plan.fields),
+            list(plan.fields.values()),
+            plan.overwrite,
+            plan.heatmaps,
         )
         prepare_fields(plan)
         writes = _ChunkedWrites(dataset, plan, ids, fingerprints, locks)
@@ -329,6 +365,10 @@ def _sample_values(plan: ScoringPlan, batch, position: int) -> dict[str, object]
         if key in batch.patches:
             grid = plan.models[key].calibrated(batch.patches[key][position])
             values[f"{name}_patches"] = np.round(grid, 4).tolist()
+            if plan.heatmaps:
+                values[f"{name}_heatmap"] = fo.Heatmap(
+                    map=grid.astype(np.float32), range=_heatmap_range(plan.models[key])
+                )
     return values
 
 
@@ -374,7 +414,7 @@ def _null_values(plan: ScoringPlan) -> dict[str, None]:
     return {
         f"{name}{suffix}": None
         for key, name in plan.fields.items()
-        for suffix in field_suffixes(plan.models[key].view.kind)
+        for suffix in plan.suffixes(key)
         if suffix != "_fingerprint"
     }
 

@@ -18,6 +18,7 @@ import fiftyone.core.utils as fou
 # need neither
 from . import runs
 from .core.errors import InvalidOption
+from .overview import summarize
 from .registry import (
     ModelInfo,
     check_new_key,
@@ -68,6 +69,7 @@ __all__ = [
     "queue_scoring_shards",
     "run_scoring",
     "score",
+    "summarize",
     "train",
 ]
 
@@ -190,6 +192,7 @@ def score(
     progress: ProgressArg = None,
     num_shards: int = 1,
     skip_unchanged: bool = False,
+    heatmaps: bool = False,
 ) -> dict:
     """Writes calibrated quality values (and raw scores) of ``samples`` to fields.
 
@@ -205,6 +208,11 @@ def score(
     weights' sha256 are kept in ``<field>_fingerprint``. Only one job at a time
     writes a field: a second one is refused with a message naming the first.
 
+    ``heatmaps=True`` also writes, for models that read native-resolution patches
+    (blur, noise, JPEG, pixelation), ``<field>_heatmap``: an ``fo.Heatmap`` of each
+    patch's value in the model's unit, with the model's trained range of magnitudes as
+    its ``range``, which the App draws over the image in its sample view.
+
     With ``num_shards > 1`` nothing is scored here: the fields are created and
     ``num_shards`` delegated operations over disjoint parts of ``samples`` are
     queued, for any number of ``fiftyone delegated launch`` workers to run.
@@ -214,10 +222,20 @@ def score(
         or ``{"queued": [operation ids], ...}`` when sharded
     """
     if num_shards != 1:
-        queued = queue_scoring_shards(samples, key, num_shards, field, overwrite, skip_unchanged)
+        queued = queue_scoring_shards(
+            samples, key, num_shards, field, overwrite, skip_unchanged, heatmaps
+        )
         return {"queued": queued, "message": f"queued {len(queued)} delegated scoring operations"}
     plan = plan_scoring(
-        samples, key, field, overwrite, num_workers, batch_size, chunk_size, skip_unchanged
+        samples,
+        key,
+        field,
+        overwrite,
+        num_workers,
+        batch_size,
+        chunk_size,
+        skip_unchanged,
+        heatmaps=heatmaps,
     )
     show_bar = progress is None or progress is True
     steps = run_scoring(plan)

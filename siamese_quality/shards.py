@@ -27,6 +27,7 @@ def queue_scoring_shards(
     field: str | Sequence[str] | None = None,
     overwrite: bool = False,
     skip_unchanged: bool = False,
+    heatmaps: bool = False,
 ) -> list[str]:
     """Creates the output fields, then queues one delegated scoring operation per shard.
 
@@ -38,7 +39,7 @@ def queue_scoring_shards(
 
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
-    plan = plan_scoring(samples, key, field, overwrite)
+    plan = plan_scoring(samples, key, field, overwrite, heatmaps=heatmaps)
     dataset = root_dataset(samples)
     if not dataset.persistent:
         raise ValueError(
@@ -50,7 +51,9 @@ def queue_scoring_shards(
     locks = acquire_all(str(dataset._doc.id), plan.targets(), job)
     queued: list[str] = []
     try:
-        check_scoring_request(samples, list(plan.fields), list(plan.fields.values()), overwrite)
+        check_scoring_request(
+            samples, list(plan.fields), list(plan.fields.values()), overwrite, heatmaps
+        )
         prepare_fields(plan)
         for lock in locks:
             lock.expect_shards(len(shards))
@@ -95,6 +98,7 @@ def _queue_shard(
             "fields": list(plan.fields.values()),
             "overwrite": overwrite,
             "skip_unchanged": skip_unchanged,
+            "heatmaps": plan.heatmaps,
             "num_shards": 1,
             "job": job,
         },

@@ -86,6 +86,14 @@ def view_target(ctx, inputs, action: str) -> None:
     inputs.view_target(ctx, action_description=action)
 
 
+def model_list(inputs, keys: list[str], label: str, **kwargs) -> types.Property:
+    """A multi-select of models ``keys`` (all chosen by default), as ``params["keys"]``."""
+    choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
+    for key in keys:
+        choices.add_choice(key, label=key)
+    return inputs.list("keys", types.String(), default=keys, label=label, view=choices, **kwargs)
+
+
 def model_picker(ctx, inputs, label: str = "Model") -> str | None:
     """A dropdown of the dataset's models; the chosen key, or None (a notice) if none."""
     keys = model_keys(ctx)

@@ -183,17 +183,12 @@ class ScoreSamples(foo.Operator):
         keys = forms.model_keys(ctx)
         if not keys:
             return forms.no_models_notice(inputs)
-        choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
-        for key in keys:
-            choices.add_choice(key, label=key)
-        keys_prop = inputs.list(
-            "keys",
-            types.String(),
-            default=keys,
+        keys_prop = forms.model_list(
+            inputs,
+            keys,
+            "Models",
             required=True,
-            label="Models",
             description="Each writes a field named after its key (and <key>_raw)",
-            view=choices,
         )
         if ctx.params.get("keys") == []:
             forms.invalid(keys_prop, "Choose at least one model")
@@ -206,10 +201,18 @@ class ScoreSamples(foo.Operator):
                     ctx.params.get("keys") or keys,
                     ctx.params.get("fields"),
                     bool(ctx.params.get("overwrite", False)),
+                    bool(ctx.params.get("heatmaps", False)),
                 )
             except ValueError as e:
                 forms.invalid(keys_prop, str(e))
         inputs.bool("overwrite", default=False, label="Overwrite fields I created myself")
+        inputs.bool(
+            "heatmaps",
+            default=False,
+            label="Heat maps of where",
+            description="Models that read patches (blur, noise, JPEG, pixelation) also "
+            "write <key>_heatmap, drawn over each image in the sample view",
+        )
         inputs.bool(
             "skip_unchanged",
             default=False,
@@ -246,10 +249,11 @@ class ScoreSamples(foo.Operator):
         fields = ctx.params.get("fields")  # set by a sharded parent
         overwrite = bool(ctx.params.get("overwrite", False))
         skip_unchanged = bool(ctx.params.get("skip_unchanged", False))
+        heatmaps = bool(ctx.params.get("heatmaps", False))
         num_shards = int(ctx.params.get("num_shards") or 1)
         if num_shards > 1:
             queued = sdk.queue_scoring_shards(
-                view, keys, num_shards, fields, overwrite, skip_unchanged
+                view, keys, num_shards, fields, overwrite, skip_unchanged, heatmaps
             )
             yield ctx.ops.notify(f"Queued {len(queued)} scoring operations")
             return
@@ -261,6 +265,7 @@ class ScoreSamples(foo.Operator):
             num_workers=None if ctx.delegated else 0,
             skip_unchanged=skip_unchanged,
             job=ctx.params.get("job"),
+            heatmaps=heatmaps,
         )
         steps = sdk.run_scoring(plan)
         while True:
@@ -576,6 +581,63 @@ class TagByQuality(foo.Operator):
         return {"tagged": count}
 
 
+class SummarizeQuality(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="summarize_quality",
+            dynamic=True,  # the form follows its own fields
+            label="Siamese quality: summarize issues",
+            description="Each sample's worst issue across the scored models, and how bad",
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if not forms.images_only(ctx, inputs):
+            return types.Property(inputs)
+        from siamese_quality.overview import DEFAULT_FIELD, scored_models, summary_fields
+
+        scored = [m.key for m in scored_models(ctx.dataset)]
+        if not scored:
+            return forms.notice(
+                inputs, "no_scores", "Nothing scored yet", "Score the dataset with a model first."
+            )
+        keys = forms.model_list(inputs, scored, "Models to compare")
+        field = inputs.str("field", default=DEFAULT_FIELD, label="Field prefix")
+        names = summary_fields(forms.param(ctx, "field", DEFAULT_FIELD))
+        field.description = f"Writes {', '.join(names.values())}"
+        inputs.bool("overwrite", default=False, label="Overwrite fields I created myself")
+        if ctx.params.get("keys") == []:
+            forms.invalid(keys, "Choose at least one model")
+        forms.check(field, self._check, ctx)
+        forms.view_target(ctx, inputs, "Summarize")
+        return types.Property(inputs)
+
+    @staticmethod
+    def _check(ctx) -> None:
+        """The SDK's own checks of the target fields, before any work."""
+        from siamese_quality.overview import DEFAULT_FIELD, check_summary_fields
+
+        check_summary_fields(
+            ctx.dataset,
+            forms.param(ctx, "field", DEFAULT_FIELD),
+            bool(ctx.params.get("overwrite", False)),
+        )
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        summary = sq.summarize(
+            ctx.target_view(),
+            keys=ctx.params.get("keys") or None,
+            field=ctx.params.get("field") or "quality",
+            overwrite=bool(ctx.params.get("overwrite", False)),
+        )
+        ctx.ops.reload_dataset()
+        ctx.ops.notify(summary["message"], variant="success")
+        return {"issues": summary["issues"], "summarized": summary["summarized"]}
+
+
 class ClearQualityView(foo.Operator):
     @property
     def config(self):
@@ -604,6 +666,7 @@ class ClearQualityView(foo.Operator):
 OPERATORS = [
     TrainModel,
     ScoreSamples,
+    SummarizeQuality,
     EvaluateModel,
     DeleteModel,
     ExportModel,

@@ -25,3 +25,17 @@ def severity_rule(description: Mapping, value):
     if description["higher_is_worse"]:
         return value - identity
     return identity - value
+
+
+def largest_severity(description: Mapping) -> float:
+    """The largest severity a calibrated value can have: the worse end of the trained
+    range (two-sided tasks: the further of the two ends)."""
+    ends = (description["low"], description["high"])
+    return float(max(severity_rule(description, end) for end in ends))
+
+
+def relative_severity(description: Mapping, value):
+    """How bad ``value`` is on a scale common to every model: 0 for the undistorted
+    image, 1 at the worse end of the model's trained range (not clipped: a
+    NumPy array or an expression, like :func:`severity_rule`)."""
+    return severity_rule(description, value) / max(largest_severity(description), 1e-12)
