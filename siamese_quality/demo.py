@@ -338,6 +338,21 @@ def findings_table(rows: list[dict]) -> str:
     return _text_table(header, lines)
 
 
+def issue_agreement(dataset: fo.Dataset, summary: dict) -> str:
+    """How often the summary's worst issue names the damage a sample truly carries."""
+    kinds, issues = dataset.values(["demo_truth.label", "quality_issue"])
+    parts, right = [], 0
+    for task in DEMO_TASKS:
+        found = sum(k == task and i == task for k, i in zip(kinds, issues, strict=True))
+        parts.append(f"{task} {found}/{kinds.count(task)}")
+        right += found
+    damaged = sum(k != CLEAN for k in kinds)
+    return (
+        f"Worst issue per sample (sq.summarize, fields {', '.join(summary['fields'])}): it "
+        f"names the true damage of {right} of {damaged} damaged samples ({', '.join(parts)})"
+    )
+
+
 WORKER_COMMAND = "make worker   (or: fiftyone delegated launch, with FIFTYONE_PLUGINS_DIR set)"
 
 
@@ -393,8 +408,11 @@ def main(argv: list[str] | None = None) -> None:
     from siamese_quality import actions, sdk
 
     infos = train_demo_models(dataset, args.seconds, args.retrain)
-    summary = sdk.score(dataset, key=list(DEMO_TASKS), progress=False)
-    print(f"\n{summary['message']} into fields {', '.join(DEMO_TASKS)} (+ *_raw)\n")
+    summary = sdk.score(dataset, key=list(DEMO_TASKS), heatmaps=True, progress=False)
+    print(
+        f"\n{summary['message']} into fields {', '.join(DEMO_TASKS)} (+ *_raw; heat maps of "
+        "where in *_heatmap)\n"
+    )
     print(dataset)
     print(
         f"\nWhat each model finds among {len(dataset)} samples ({COPIES_PER_TASK} damaged per "
@@ -402,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         "read):"
     )
     print(findings_table(demo_findings(dataset)))
+    print(f"\n{issue_agreement(dataset, sdk.summarize(dataset))}")
     print(
         "\nHeld-out evidence of training (photos of this dataset that neither trained a "
         "model nor chose its checkpoint, damaged at known magnitudes by the library):"

@@ -113,6 +113,12 @@ def test_demo_main_trains_scores_and_prints_its_evidence(demo_photos, capsys):
             assert dataset.count(task) == len(dataset)
             assert f"\n{task} " in findings  # a row of the findings table
         assert "precision@10" in findings and "(variance of the Laplacian)" in findings
+        # the cross-model summary, against the truth no model read
+        kinds, issues = dataset.values(["demo_truth.label", "quality_issue"])
+        right = sum(k == i for k, i in zip(kinds, issues, strict=True))
+        damaged = sum(k != demo.CLEAN for k in kinds)
+        assert f"names the true damage of {right} of {damaged} damaged samples" in findings
+        assert dataset.count("blur_heatmap") == len(dataset)  # the demo draws heat maps
         most_blurred = dataset.sort_by("blur", reverse=True).first().filepath
         assert os.path.basename(most_blurred) == out.split("Most blurred sample: ")[1].split()[0]
 

@@ -275,3 +275,76 @@ def test_a_second_worst_percent_replaces_the_first_and_a_bar_filter_stays(scored
     in_bar = _shown(scored_dataset, out)
     out = _call(scored_dataset, "worst_first", out["state"], view=in_bar)
     assert set(_shown(scored_dataset, out).values("id")) == set(in_bar.values("id"))
+
+
+# --- the Overview, heat maps, a field the view leaves out ------------------------------
+
+
+@pytest.fixture
+def summarized_dataset(scored_dataset, tiny_model_files):
+    sq.import_model(scored_dataset, tiny_model_files["rotation"], key="rotation")
+    sq.score(scored_dataset, key="rotation", progress=False)
+    sq.summarize(scored_dataset)
+    return scored_dataset
+
+
+def _set_view_of(dataset, out) -> fo.DatasetView:
+    (set_view,) = [t for t in out["triggers"] if t["operator_uri"].endswith("set_view")]
+    return fo.DatasetView._build(dataset, set_view["params"]["view"])
+
+
+def test_the_overview_tables_every_model_and_an_issue_bar_shows_its_samples_worst_first(
+    summarized_dataset,
+):
+    dataset = summarized_dataset
+    out = _call(dataset, "on_load")
+    overview = out["state"]["overview"]
+    assert "| blur | px of the stored image (Gaussian sigma) |" in overview
+    assert "| rotation | degrees" in overview and overview.count("| 12 |") == 2
+    (bars,) = out["data"]["issues"]
+    assert dict(zip(bars["x"], bars["y"], strict=True)) == dataset.count_values("quality_issue")
+    assert "Summarize again" in json.dumps(out["render"]) and out["state"]["summarized"]
+
+    clicked = _call(dataset, "on_issue_click", out["state"], params={"idx": 0})
+    shown = _set_view_of(dataset, clicked)
+    assert set(shown.values("quality_issue")) == {bars["x"][0]}
+    assert shown.count() == bars["y"][0]
+    assert shown.values("quality_severity") == sorted(shown.values("quality_severity"))[::-1]
+    # the bars follow the view: on a view of 5, they count those 5
+    narrowed = _call(dataset, "on_change_view", out["state"], view=dataset.limit(5))
+    assert sum(narrowed["data"]["issues"][0]["y"]) == 5
+    assert narrowed["state"]["overview"].count("| 5 |") == 2
+
+
+def test_before_a_summary_the_overview_offers_one(scored_dataset):
+    out = _call(scored_dataset, "on_load")
+    rendered = json.dumps(out["render"])
+    assert "Summarize issues" in rendered and "| blur |" in out["state"]["overview"]
+    assert out["data"]["issues"] == []
+
+
+def test_the_panel_says_plainly_when_the_models_field_is_not_in_the_view(scored_dataset):
+    view = scored_dataset.exclude_fields("blur")
+    out = _call(scored_dataset, "on_load", view=view)
+    rendered = json.dumps(out["render"])
+    assert "`blur` is not in the current view" in rendered
+    assert "Worst first" not in rendered and out["data"]["distribution"] == []
+    assert "field not in this view" in out["state"]["overview"]
+    empty = _call(scored_dataset, "on_load", view=scored_dataset.match(fo.ViewField("blur") < -1))
+    assert "None of the 0 samples of the current view has a value of `blur`" in json.dumps(
+        empty["render"]
+    )
+
+
+def test_the_panel_offers_the_heat_maps_and_shows_them_worst_first(scored_dataset):
+    before = json.dumps(_call(scored_dataset, "on_load")["render"])
+    assert "score again with *Heat maps of where*" in before
+    sq.score(scored_dataset, key="blur", heatmaps=True, progress=False)
+    out = _call(scored_dataset, "on_load")
+    assert out["state"]["heatmap"] == "blur_heatmap"
+    assert "Worst first, with heat maps" in json.dumps(out["render"])
+    shown = _call(scored_dataset, "show_heatmaps", out["state"])
+    triggers = {t["operator_uri"].split("/")[-1]: t["params"] for t in shown["triggers"]}
+    assert triggers["set_active_fields"] == {"fields": ["blur_heatmap"]}
+    worst_first = sq.actions.worst_first(scored_dataset, "blur").values("id")
+    assert _set_view_of(scored_dataset, shown).values("id") == worst_first

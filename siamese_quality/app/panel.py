@@ -1,10 +1,13 @@
 """The Quality panel: can a model be trusted, and where are the worst samples?
 
-From the top: the model, a line saying what the grid shows now, the actions and
-their two sliders, the distribution of the model's field over the current view
-(values clipped at the calibration's end in their own colour), the held-out
-numbers, the calibration (true magnitude vs branch score on held-out images, with
-the fitted curve and its band) and the magnitude correlation (predicted vs true).
+From the top: the Overview (every model's held-out Spearman next to its baseline's
+and its counts over the current view; a bar chart of each sample's worst issue, whose
+bars filter the grid; see ``overview_section.py``). Then, per model: the model, a line
+saying what the grid shows now, the actions and their two sliders, the distribution
+of the model's field over the current view (values clipped at the calibration's end
+in their own colour), the heat map of where (local models), the held-out numbers,
+the calibration (true magnitude vs branch score on held-out images, with the fitted
+curve and its band) and the magnitude correlation (predicted vs true).
 Charts read stored run results and FiftyOne aggregations (``histogram_values``,
 ``count``), never loop over samples in Python. While this plugin's jobs are queued
 or running, the panel shows their progress and redraws when one ends.
@@ -35,7 +38,7 @@ _TICKS = ".3~r"
 _HOVER = ".4~r"
 _LEGEND = {"orientation": "h", "x": 0, "y": -0.25}
 _CLIPPED_COLOUR = "#d62728"
-CHARTS = ["distribution", "calibration", "correlation"]
+CHARTS = ["distribution", "calibration", "correlation", "issues"]
 _THICK = {"width": 3}
 
 
@@ -177,8 +180,9 @@ class QualityPanel(foo.Panel):
             return
         # only the histogram follows the view; its traces keep their lengths, so a patch
         # replaces every bar (no GridFS read of the model's results)
-        self._forget_drawn_traces(ctx, ["distribution"])
+        self._forget_drawn_traces(ctx, ["distribution", "issues"])
         ctx.panel.data.distribution = self._distribution(ctx, field)
+        ctx.panel.data.issues = self._overview(ctx)
         self._describe_grid(ctx)
 
     def on_change_model(self, ctx):
@@ -240,10 +244,13 @@ class QualityPanel(foo.Panel):
         dataset = ctx.dataset
         keys = runs.list_model_keys(dataset)
         jobs = active_jobs(dataset) if jobs is None else jobs
+        from siamese_quality.overview import summary_info
+
         field = ctx.panel.state.field
         return json.dumps(
             {
                 "models": [[k, str(dataset.get_run_info(k).timestamp)] for k in keys],
+                "summary": summary_info(dataset),
                 "jobs": sorted(job["id"] for job in jobs),
                 "scored": dataset.count(field) if field and dataset.has_field(field) else None,
             }
@@ -255,9 +262,11 @@ class QualityPanel(foo.Panel):
         The panel's whole data is replaced (``set_panel_data``): data patches merge into
         what the browser holds, and a model's shorter traces kept another's extra points.
         """
+        from siamese_quality.app.overview_section import model_rows
         from siamese_quality.registry import model_info
 
         self._forget_drawn_traces(ctx, CHARTS)
+        ctx.panel.state.overview_rows = model_rows(ctx.dataset) if ctx.dataset else []
         key = self._model_key(ctx)
         if key is None:
             ctx.panel.state.field = None
@@ -271,11 +280,15 @@ class QualityPanel(foo.Panel):
         ctx.panel.state.clipped_at = clipped_limits(info.calibration, info.distortion)
         field = _scored_field(ctx.dataset, info.fields)
         ctx.panel.state.field = field
+        heatmap = f"{field}_heatmap" if field else None
+        ctx.panel.state.heatmap = heatmap if heatmap and ctx.dataset.has_field(heatmap) else None
+        ctx.panel.state.local = info.view.get("kind") == "patches"
         ctx.panel.state.signature = self._signature(ctx)
         ctx.ops.set_panel_data(
             {
                 **_evidence_traces(info.calibration, info.held_out_points),
                 "distribution": self._distribution(ctx, field),
+                "issues": self._overview(ctx),
             }
         )
         self._describe_grid(ctx)
@@ -296,13 +309,9 @@ class QualityPanel(foo.Panel):
     def _set_severity_max(ctx, distortion: dict) -> None:
         """The threshold slider's range: the largest severity a value can have (two-sided
         tasks reach it on either side); a threshold beyond it is brought back in."""
-        from siamese_quality.core.severity import severity_rule
+        from siamese_quality.core.severity import largest_severity
 
-        if distortion:
-            ends = (distortion["low"], distortion["high"])
-            largest = float(max(severity_rule(distortion, end) for end in ends))
-        else:
-            largest = 1.0
+        largest = largest_severity(distortion) if distortion else 1.0
         ctx.panel.state.severity_max = largest
         if (ctx.panel.state.threshold or 0.0) > largest:
             ctx.panel.state.threshold = largest
@@ -310,7 +319,9 @@ class QualityPanel(foo.Panel):
     def _distribution(self, ctx, field: str | None) -> list[dict]:
         """The histogram of ``field`` over the current view, and the samples that read
         exactly a clipped end of the calibration (always two bars, zero or not)."""
-        if field is None:
+        ctx.panel.state.drawn_for = _stage_uuids(ctx.view)
+        ctx.panel.state.field_note = self._field_note(ctx, field)
+        if field is None or ctx.panel.state.field_note:
             return []
         counts, edges, _ = ctx.view.histogram_values(field, bins=HISTOGRAM_BINS)
         centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
@@ -321,7 +332,6 @@ class QualityPanel(foo.Panel):
             for limit in limits
         ]
         ctx.panel.state.edges = list(edges)
-        ctx.panel.state.drawn_for = _stage_uuids(ctx.view)
         ctx.panel.state.scored = int(sum(counts))
         ctx.panel.state.clipped = clipped
         ctx.panel.state.count_step = max(1, math.ceil(max([*counts, 1]) / 6))
@@ -346,6 +356,48 @@ class QualityPanel(foo.Panel):
                 "hovertemplate": f"clipped at %{{x:{_HOVER}}} {unit}: %{{y}}<extra></extra>",
             },
         ]
+
+    @staticmethod
+    def _field_note(ctx, field: str | None) -> str | None:
+        """Why the current view shows no values of the model's field, if it shows none."""
+        if field is None:
+            return None
+        if not ctx.view.has_field(field):
+            return (
+                f"**`{field}` is not in the current view**: a stage of the view leaves the "
+                "field out (e.g. Select fields). Clear the view, or add the field to it, to "
+                "see this model's values and use its actions."
+            )
+        if not ctx.view.count(field):
+            return (
+                f"**None of the {ctx.view.count()} samples of the current view has a value "
+                f"of `{field}`**: score them, or change the view."
+            )
+        return None
+
+    def _overview(self, ctx) -> list[dict]:
+        """The Overview's table over the current view (state) and its issue bars (data)."""
+        from siamese_quality.app.overview_section import (
+            issue_counts,
+            issue_traces,
+            overview_markdown,
+        )
+        from siamese_quality.overview import summary_fields, summary_info
+
+        rows = ctx.panel.state.overview_rows or []
+        ctx.panel.state.overview = overview_markdown(ctx.view, rows)
+        info = summary_info(ctx.dataset)
+        counts = issue_counts(ctx.view, summary_fields()["issue"]) if info else []
+        ctx.panel.state.issue_order = [issue for issue, _ in counts]
+        ctx.panel.state.summarized = bool(info)
+        if info:
+            ctx.panel.state.summary_line = (
+                f"Worst issue per sample, from {', '.join(info['models'])} "
+                f"(summarized {info['summarized_at'][:16].replace('T', ' ')} UTC). "
+                f"{sum(n for _, n in counts)} of the {ctx.view.count()} samples in this view "
+                "have one. Click a bar to show them, worst first."
+            )
+        return issue_traces(counts)
 
     def _describe_grid(self, ctx) -> None:
         """The state line: what the grid shows now, from this panel's last action if the
@@ -472,6 +524,38 @@ class QualityPanel(foo.Panel):
         text = f"`{field}` from {_number(low)} to {_number(high)} {ctx.panel.state.unit or ''}"
         self._set_view(ctx, base, view, text, "range")
 
+    def on_issue_click(self, ctx):
+        from siamese_quality.overview import summary_fields
+
+        issues = ctx.panel.state.issue_order or []
+        index = ctx.params.get("idx")
+        if index is None or not 0 <= index < len(issues):
+            return
+        names = summary_fields()
+        base = self._base_view(ctx, "issue")
+        view = base.match(F(names["issue"]) == issues[index]).sort_by(
+            names["severity"], reverse=True
+        )
+        text = f"samples whose worst issue is `{issues[index]}`, worst first"
+        self._set_view(ctx, base, view, text, "issue")
+
+    def open_summarize(self, ctx):
+        ctx.prompt(f"{PLUGIN_NAME}/summarize_quality")
+
+    def show_heatmaps(self, ctx):
+        """Worst first, with the model's heat maps drawn over the grid's images (and the
+        sample a click opens). Opening a sample from here (``open_sample``) left the App's
+        sample view without the dataset's label fields in FiftyOne 1.22."""
+        from siamese_quality import actions
+
+        field, heatmap = ctx.panel.state.field, ctx.panel.state.heatmap
+        if not heatmap:
+            return
+        base = self._base_view(ctx, "order")
+        view = actions.worst_first(base, field)
+        ctx.ops.set_active_fields(fields=[heatmap])
+        self._set_view(ctx, base, view, f"worst first by `{field}`, with its heat maps", "order")
+
     def open_train(self, ctx):
         ctx.prompt(f"{PLUGIN_NAME}/train_quality_model")
 
@@ -501,6 +585,8 @@ class QualityPanel(foo.Panel):
             panel.btn("train", label="Train a model", on_click=self.open_train, variant="contained")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
+        self._render_overview(ctx, panel)
+        panel.md("#### Per model", name="per_model")
         choices = types.DropdownView()
         for key in keys:
             choices.add_choice(key, label=key)
@@ -520,11 +606,59 @@ class QualityPanel(foo.Panel):
             panel.btn(
                 "score", label="Score the dataset", on_click=self.open_score, variant="contained"
             )
+        elif ctx.panel.state.field_note:
+            panel.md(ctx.panel.state.field_note, name="field_note")
         else:
             self._render_actions(ctx, panel)
         panel.md(ctx.panel.state.summary or "", name="summary")
         self._render_evidence(ctx, panel)
         return types.Property(panel, view=types.GridView(orientation="vertical"))
+
+    def _render_overview(self, ctx, panel) -> None:
+        """The table of every model over the current view, and the issues bar chart."""
+        panel.md(f"#### Overview\n\n{ctx.panel.state.overview or ''}", name="overview")
+        if not ctx.panel.state.summarized:
+            panel.btn(
+                "summarize",
+                label="Summarize issues",
+                on_click=self.open_summarize,
+                variant="contained",
+            )
+            return
+        panel.md(ctx.panel.state.summary_line or "", name="summary_line")
+        panel.plot(
+            "issues",
+            on_click=self.on_issue_click,
+            layout={
+                "title": _title("Worst issue per sample, current view (click a bar to show it)"),
+                "xaxis": {"title": _title("model (issue)"), "type": "category"},
+                "yaxis": {"title": _title("samples"), "tickformat": "d", "rangemode": "tozero"},
+                "margin": _MARGIN,
+                "height": 260,
+            },
+        )
+        panel.btn("summarize", label="Summarize again", on_click=self.open_summarize)
+
+    def _render_heatmap(self, ctx, panel) -> None:
+        """Where the model's heat maps are, or how to get them (local models only)."""
+        field, heatmap = ctx.panel.state.field, ctx.panel.state.heatmap
+        if heatmap:
+            panel.md(
+                f"**Heat map:** `{heatmap}` shows where each image reads {field}, patch by "
+                f"patch, in {ctx.panel.state.unit}. Open a sample to see it over the image.",
+                name="heatmap_note",
+            )
+            panel.btn(
+                "show_heatmaps",
+                label="Worst first, with heat maps",
+                on_click=self.show_heatmaps,
+            )
+        elif ctx.panel.state.local:
+            panel.md(
+                "**Heat maps:** score again with *Heat maps of where* to see where in each "
+                f"image the {field} is.",
+                name="heatmap_note",
+            )
 
     def _render_actions(self, ctx, panel) -> None:
         """The state line, the actions, their sliders and the distribution they act on."""
@@ -568,6 +702,7 @@ class QualityPanel(foo.Panel):
             ),
         )
         self._render_distribution(ctx, panel)
+        self._render_heatmap(ctx, panel)
 
     def _render_distribution(self, ctx, panel) -> None:
         field, unit = ctx.panel.state.field, ctx.panel.state.unit or ""

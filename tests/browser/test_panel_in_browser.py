@@ -10,6 +10,7 @@ folder); ``docs/images/`` holds the ones the README shows, taken by these tests.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,8 +22,10 @@ import time
 import urllib.request
 
 import fiftyone as fo
+import numpy as np
 import pytest
 from conftest import unique_name
+from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import actions, runs
@@ -311,26 +314,37 @@ class App:
         self.page.keyboard.press("Escape")
         return options
 
-    def click_bar(self, index: int) -> None:
-        """Clicks bar ``index`` of the distribution's histogram trace, where a user
-        would: inside the drawn bar, scrolled into view (a thin bar's own element can
-        have no area to click)."""
+    def click_bar(self, index: int, title_start: str = "blur over the current view") -> None:
+        """Clicks bar ``index`` of the first trace of the chart whose title starts with
+        ``title_start``, where a user would: inside the drawn bar, scrolled into view (a
+        thin bar's own element can have no area to click)."""
         box = self.page.evaluate(
-            """(index) => {
+            """([index, title]) => {
                 const plot = [...document.querySelectorAll('.js-plotly-plot')].find(
-                    g => (g.layout.title.text || '').includes('over the current view'));
+                    g => (g.layout.title.text || '').startsWith(title));
                 plot.scrollIntoView({block: 'center'});
                 const bar = plot.querySelectorAll('.barlayer .trace')[0]
                     .querySelectorAll('.point path')[index];
                 const r = bar.getBoundingClientRect();
                 return {x: r.x, y: r.y, width: r.width, height: r.height};
             }""",
-            index,
+            [index, title_start],
         )
         assert box["height"] > 0, box  # a bar with samples in it
         self.page.mouse.click(
             box["x"] + box["width"] / 2, box["y"] + box["height"] - min(3, box["height"] / 2)
         )
+
+    def close_sample(self) -> None:
+        """Closes the sample view: the server keeps it open across page loads otherwise."""
+        sample = self.page.locator('[data-cy="modal-looker-container"]')
+        for _ in range(5):
+            if not sample.count():
+                return
+            self.page.mouse.click(5, 300)  # outside the sample view: focus, then Escape
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(500)
+        assert not sample.count(), "the sample view did not close"
 
     def fill(self, label: str, value: str) -> None:
         """Types ``value`` into the operator form's field labelled ``label``."""
@@ -361,6 +375,7 @@ def app(chromium, app_server, panel_dataset):
     try:
         yield App(page, panel_dataset).open(app_server)
     finally:
+        App(page, panel_dataset).close_sample()
         context.close()
         panel_dataset.untag_samples(panel_dataset.distinct("tags"))
 
@@ -484,6 +499,68 @@ def test_form_fields_that_depend_on_another_field_follow_it(app):
     )
     app.fill("Time budget (seconds)", "7")
     app.page.wait_for_selector(f"{modal} >> text=up to 7 s of training", timeout=30000)
+
+
+def _looker_pixels(app) -> np.ndarray:
+    shot = app.page.locator('[data-cy="modal-looker-container"]').first.screenshot()
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.int16)
+
+
+def test_score_with_heat_maps_summarize_click_an_issue_and_see_where_in_a_sample(
+    app, panel_dataset, shots
+):
+    """The whole flow: the score operator (with heat maps) from the operator browser, the
+    Overview's summary, an issue bar that shows its samples worst first, and a sample
+    opened with its heat map drawn over it."""
+    modal = '[data-cy="operators-prompt-modal"]'
+    app.open_operator("score samples")
+    app.page.locator(modal).get_by_text("Heat maps of where", exact=True).click()
+    app.page.wait_for_timeout(1000)  # the form resolves its inputs again
+    app.page.locator(modal).get_by_role("button", name="Execute", exact=True).click()
+    app.page.get_by_text(re.compile(r"scored 18 of 18 samples")).wait_for(timeout=120000)
+    panel_dataset.reload()
+    assert panel_dataset.count("blur_heatmap") == 18  # the App's server wrote them
+
+    app.page.get_by_role("button", name="Summarize issues", exact=True).click()
+    app.page.wait_for_selector(modal, timeout=30000)
+    app.page.wait_for_timeout(1000)
+    app.page.locator(modal).get_by_role("button", name="Execute", exact=True).click()
+    bars = app.wait_for_traces("Worst issue per sample", 1)["traces"][0]
+    panel_dataset.reload()
+    counts = panel_dataset.count_values("quality_issue")
+    assert dict(zip(bars["x"], bars["y"], strict=True)) == counts
+    app.page.get_by_text("held-out Spearman").first.scroll_into_view_if_needed()
+    app.page.screenshot(path=os.path.join(shots, "quality-panel-overview.png"))
+
+    issue, count = bars["x"][0], bars["y"][0]
+    app.click_bar(0, "Worst issue per sample")
+    app.wait_for_stage("SortBy")
+    assert "Match" in app.stages()
+    app.wait_for_count(count)
+    app.wait_for_grid_line(f"samples whose worst issue is {issue}, worst first")
+
+    app.click("Clear filter")
+    app.wait_for_grid_line("the whole dataset")
+    app.click("Worst first, with heat maps")
+    app.wait_for_grid_line("worst first by blur, with its heat maps")
+    tile = app.page.locator('[data-cy="fo-grid"] [data-cy="looker"]').first.bounding_box()
+    app.page.mouse.click(tile["x"] + tile["width"] / 2, tile["y"] + tile["height"] / 2)
+    checkbox = app.page.locator('[data-cy="modal"] [data-cy="checkbox-blur_heatmap"] input')
+    checkbox.wait_for(state="attached", timeout=30000)
+    app.page.wait_for_selector(
+        '[data-cy="modal-looker-container"] canvas[canvas-loaded="true"]', timeout=30000
+    )
+    app.page.wait_for_timeout(1500)
+    assert checkbox.is_checked()  # the panel turned the heat maps on, for the modal too
+    app.page.screenshot(path=os.path.join(shots, "quality-panel-heatmap.png"))
+    with_map = _looker_pixels(app)
+    checkbox.click()  # off: the same sample, the photo alone
+    app.page.wait_for_timeout(1500)
+    without = _looker_pixels(app)
+    assert with_map.shape == without.shape
+    changed = np.abs(with_map - without).max(axis=2) > 30
+    assert changed.mean() > 0.2, changed.mean()  # the map covers the image, not a corner
+    app.close_sample()
 
 
 def test_training_scheduled_from_the_app_runs_in_a_worker_and_the_panel_shows_it(
