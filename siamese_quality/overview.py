@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import fiftyone as fo
 import numpy as np
+from fiftyone import ViewField as F
 from scipy.stats import rankdata
 
 from . import runs
@@ -98,6 +99,12 @@ def summary_info(samples, field: str = DEFAULT_FIELD) -> dict | None:
     if not dataset.has_field(issue):
         return None
     return (dataset.get_field(issue).info or {}).get(SUMMARY_INFO)
+
+
+def worst_of_issue(samples, issue: str, field: str = DEFAULT_FIELD) -> fo.DatasetView:
+    """The samples whose worst issue is model ``issue``, the worst first."""
+    names = summary_fields(field)
+    return samples.match(F(names["issue"]) == issue).sort_by(names["severity"], reverse=True)
 
 
 def mid_rank_percentiles(values: np.ndarray) -> np.ndarray:

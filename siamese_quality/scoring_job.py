@@ -248,12 +248,15 @@ def _samples_to_score(
             for d, v, s, f in zip(done, values, stored, fingerprints[name], strict=True)
         ]
         if "_heatmap" in plan.suffixes(key):
-            # heat maps asked for now: a sample scored without one is not done
+            # heat maps asked for now: a sample scored without one is not done (the ids of
+            # those that have one, not the maps themselves, are read)
             heatmap = f"{name}_heatmap"
             drawn = (
-                plan.samples.values(heatmap) if dataset.has_field(heatmap) else [None] * len(ids)
+                set(plan.samples.exists(heatmap).values("id"))
+                if dataset.has_field(heatmap)
+                else set()
             )
-            done = [d and h is not None for d, h in zip(done, drawn, strict=True)]
+            done = [d and i in drawn for d, i in zip(done, ids, strict=True)]
     keep = [i for i, d in enumerate(done) if not d]
     return (
         [ids[i] for i in keep],

@@ -472,12 +472,12 @@ class QualityPanel(foo.Panel):
         ctx.store(ACTIONS_STORE).set(_last_stage_uuid(view), action, ttl=ACTION_TTL_S)
         ctx.ops.set_view(view)
 
-    def worst_first(self, ctx):
+    def worst_first(self, ctx, note: str = ""):
         from siamese_quality import actions
 
         field, base = ctx.panel.state.field, self._base_view(ctx, "order")
         view = actions.worst_first(base, field)
-        self._set_view(ctx, base, view, f"worst first by `{field}`", "order")
+        self._set_view(ctx, base, view, f"worst first by `{field}`{note}", "order")
 
     def best_first(self, ctx):
         from siamese_quality import actions
@@ -525,17 +525,14 @@ class QualityPanel(foo.Panel):
         self._set_view(ctx, base, view, text, "range")
 
     def on_issue_click(self, ctx):
-        from siamese_quality.overview import summary_fields
+        from siamese_quality.overview import worst_of_issue
 
         issues = ctx.panel.state.issue_order or []
         index = ctx.params.get("idx")
         if index is None or not 0 <= index < len(issues):
             return
-        names = summary_fields()
         base = self._base_view(ctx, "issue")
-        view = base.match(F(names["issue"]) == issues[index]).sort_by(
-            names["severity"], reverse=True
-        )
+        view = worst_of_issue(base, issues[index])
         text = f"samples whose worst issue is `{issues[index]}`, worst first"
         self._set_view(ctx, base, view, text, "issue")
 
@@ -546,15 +543,11 @@ class QualityPanel(foo.Panel):
         """Worst first, with the model's heat maps drawn over the grid's images (and the
         sample a click opens). Opening a sample from here (``open_sample``) left the App's
         sample view without the dataset's label fields in FiftyOne 1.22."""
-        from siamese_quality import actions
-
-        field, heatmap = ctx.panel.state.field, ctx.panel.state.heatmap
+        heatmap = ctx.panel.state.heatmap
         if not heatmap:
             return
-        base = self._base_view(ctx, "order")
-        view = actions.worst_first(base, field)
         ctx.ops.set_active_fields(fields=[heatmap])
-        self._set_view(ctx, base, view, f"worst first by `{field}`, with its heat maps", "order")
+        self.worst_first(ctx, note=", with its heat maps")
 
     def open_train(self, ctx):
         ctx.prompt(f"{PLUGIN_NAME}/train_quality_model")
