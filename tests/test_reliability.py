@@ -18,7 +18,14 @@ from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import runs
-from siamese_quality.core.images import ImageLoadError, load_image
+from siamese_quality.core.images import (
+    ImageFile,
+    ImageLoadError,
+    _decode_jpeg_pixels,
+    load_image,
+    open_upright,
+    to_tensor,
+)
 from siamese_quality.core.pretext_model import ModelFileError, PretextModel
 
 
@@ -119,6 +126,30 @@ def test_each_awkward_file_is_read_or_refused_with_its_reason(tmp_path):
     for case in READABLE:
         image = load_image(paths[case], 64)
         assert image.shape == (3, 64, 64) and image.dtype == torch.uint8, case
+
+
+def test_native_pixels_are_pillows_whichever_decoder_reads_the_file(tmp_path):
+    # JPEG files are decoded by torchvision's libjpeg-turbo for speed; every file must
+    # still give exactly Pillow's upright RGB pixels, or Pillow's reason it is unreadable
+    paths = write_bad_inputs(tmp_path)
+    stored = _photo(9, size=(97, 61))  # odd sides: a wrong turn or flip changes the shape
+    for orientation in range(1, 9):
+        paths[f"orientation{orientation}"] = path = str(tmp_path / f"o{orientation}.jpg")
+        with open(path, "wb") as f:
+            f.write(_with_exif_orientation(stored, orientation))
+    paths["grey_jpeg"] = str(tmp_path / "grey.jpg")
+    stored.convert("L").save(paths["grey_jpeg"], quality=90)
+    for case, path in paths.items():
+        if case in UNREADABLE:
+            with pytest.raises(ImageLoadError) as error:
+                ImageFile(path).native_tensor()
+            assert error.value.kind == UNREADABLE[case], case
+            continue
+        fast = path.endswith(".jpg") and case != "cmyk"  # torchvision's RGB and grey
+        assert (_decode_jpeg_pixels(path) is not None) == fast, case
+        expected = to_tensor(open_upright(path))
+        assert torch.equal(ImageFile(path).native_tensor(), expected), case
+        assert np.array_equal(np.asarray(ImageFile(path).native()), np.asarray(open_upright(path)))
 
 
 def test_odd_modes_are_converted_faithfully(tmp_path):

@@ -65,7 +65,7 @@ def read_images(sources: Sequence[ImageSource]) -> tuple[list[ImageFile], list[d
     for index, source in enumerate(sources):
         image = ImageFile(source)
         try:
-            image.native()
+            image.native_tensor()
         except ImageLoadError as e:
             skipped.append({"index": index, "kind": e.kind, "message": str(e)})
             continue

@@ -34,11 +34,12 @@ class ScoredBatch:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Reads each file once per kind of decode and prepares it for every distinct view."""
+    """Reads each file once per kind of decode and prepares it once for each distinct
+    ``view.pixels`` (the loaded batch is keyed by those)."""
 
     def __init__(self, paths: Sequence[str], views: Sequence[View]):
         self.paths = list(paths)
-        self.views = list(dict.fromkeys(views))
+        self.views = list(dict.fromkeys(view.pixels for view in views))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -66,8 +67,8 @@ class _LoadedBatch:
     patches' structure (in the loader's workers, beside the decoding)."""
 
     indices: list[int]  # of the readable files
-    images: dict[View, torch.Tensor]  # view -> uint8 (n, count, 3, r, r)
-    structures: dict[View, torch.Tensor]  # view -> (n, count), see views.patch_structure
+    images: dict[View, torch.Tensor]  # view.pixels -> uint8 (n, count, 3, r, r)
+    structures: dict[View, torch.Tensor]  # view.pixels -> (n, count), see patch_structure
     grids: list[dict[View, tuple[int, int]]]  # per readable file: patch views' grids
     failures: list[dict]  # {"index", "kind", "message"}
 
@@ -128,13 +129,14 @@ def iter_model_scores(
         for batch in loader:
             raw, calibrated, patches = {}, {}, {}
             for name, model in models.items() if batch.indices else ():
-                scores = model.patch_scores(batch.images[model.view])
-                structure = batch.structures[model.view]
+                pixels = model.view.pixels
+                scores = model.patch_scores(batch.images[pixels])
+                structure = batch.structures[pixels]
                 raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
                 calibrated[name] = model.calibrated(raw[name])
                 if model.view.kind == "patches":
                     patches[name] = [
-                        row.reshape(grids[model.view])
+                        row.reshape(grids[pixels])
                         for row, grids in zip(scores, batch.grids, strict=True)
                     ]
             yield ScoredBatch(batch.indices, raw, calibrated, patches, batch.failures)

@@ -227,7 +227,7 @@ def prepare_training_data(
     for index in order:
         image = ImageFile(images[index])
         try:
-            image.native() if isinstance(view, PatchView) else image.reduced()
+            image.native_tensor() if isinstance(view, PatchView) else image.reduced()
         except ImageLoadError as e:
             skipped.append({"index": int(index), "kind": e.kind, "message": str(e)})
             continue

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -95,6 +95,11 @@ class WholeView:
     def source_size(self) -> int:
         return self.resolution * self.supersample
 
+    @property
+    def pixels(self) -> WholeView:
+        """What decides the pixels a branch sees: every field of a whole view."""
+        return self
+
     def source(self, image: ImageFile) -> torch.Tensor:
         """The square a distortion is applied to: uint8 (3, S, S), ``S = source_size``."""
         return center_crop(image.whole(self.source_size), self.source_size)
@@ -160,6 +165,12 @@ class PatchView:
     @property
     def input_size(self) -> int:
         return self.size
+
+    @property
+    def pixels(self) -> PatchView:
+        """The view without how it aggregates: models that differ only there (blur,
+        noise, JPEG) share one prepared copy of each image's patches."""
+        return replace(self, quantile=0.5, min_structure=0.0)
 
     @property
     def tile_size(self) -> int:
