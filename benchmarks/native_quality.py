@@ -20,6 +20,12 @@ Photos: the 23 shared 1024-px photos and the 8 colour photos scikit-image ships
 fold holds both sizes; each fold is tested by models trained on the other folds plus
 scikit-image's 10 grayscale photos. Damaged files are cached under
 ``benchmarks/.cache/native`` (seeded: the same files every run).
+
+The bundled default models (``build_default_models.py``) never saw fold 0 of 3:
+``--folds 3 --only-folds 0 --models bundled`` scores it with them (``sq.assess``),
+``--models both`` with them and with models trained in the same run (side by side),
+and ``--models tuned`` fine-tunes them on the training photos (``init="default"``) for
+``--max-seconds`` first.
 """
 
 from __future__ import annotations
@@ -203,8 +209,10 @@ def measure(records: list[dict], families: list[Family], tasks: list[str]) -> li
     return rows
 
 
-def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
-    """Trains every task on ``train``, scores ``records``' files; returns records + values."""
+def score_fold(fold, seed, train, records, tasks, args, models="trained") -> list[dict]:
+    """Trains every task on ``train`` (``models="tuned"``: fine-tunes the bundled default
+    models on it; ``"bundled"``: the bundled models as they are, through ``sq.assess``),
+    scores ``records``' files; returns records + values."""
     import fiftyone as fo
 
     import siamese_quality as sq
@@ -220,7 +228,7 @@ def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
             progress=False,
         )
         timings = {}
-        for task in tasks:
+        for task in tasks if models != "bundled" else ():
             started = time.monotonic()
             info = sq.train(
                 dataset.match_tags("train"),
@@ -228,6 +236,7 @@ def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
                 max_seconds=args.max_seconds,
                 seed=seed,
                 progress=False,
+                **({"init": "default"} if models == "tuned" else {}),
                 **args.train_options.get(task, {}),
             )
             timings[task] = time.monotonic() - started
@@ -239,7 +248,10 @@ def score_fold(fold, seed, train, records, tasks, args) -> list[dict]:
             )
         test = dataset.match_tags("test")
         started = time.monotonic()
-        sq.score(test, key=list(tasks), progress=False)
+        if models == "bundled":
+            sq.assess(test, tasks=list(tasks), progress=False)
+        else:
+            sq.score(test, key=list(tasks), progress=False)
         score_seconds = time.monotonic() - started
         indices, *columns = test.values(["index", *tasks])
         scored = [dict(r) for r in records]
@@ -324,6 +336,28 @@ def print_summary(rows: list[dict], tasks: list[str]) -> None:
     print_table(header, lines)
 
 
+def print_comparison(rows: list[dict]) -> None:
+    """The bundled models beside the ones trained in the same run, family by family."""
+    print("\nBundled default models against models trained in this run (same test files)")
+    lines = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        mean = {}
+        for source in ("trained", "bundled"):
+            rho = [r["spearman"] for r in rows if (r["family"], r["models"]) == (family, source)]
+            rho = [v for v in rho if v is not None]
+            mean[source] = float(np.mean(rho)) if rho else None
+        both = None not in mean.values()
+        lines.append(
+            (
+                family,
+                _fmt(mean["trained"]),
+                _fmt(mean["bundled"]),
+                f"{mean['bundled'] - mean['trained']:+.3f}" if both else "-",
+            )
+        )
+    print_table(("family", "trained Spearman", "bundled Spearman", "bundled - trained"), lines)
+
+
 def parse_train_options(parser, items: list[str]) -> dict[str, dict]:
     """``["pixelation.backbone=small_cnn"]`` -> ``{"pixelation": {"backbone": "small_cnn"}}``;
     values that read as JSON (numbers, true/false) are converted."""
@@ -363,6 +397,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="TASK.NAME=VALUE",
         help="a training option for one task, e.g. pixelation.backbone=small_cnn (repeatable)",
     )
+    parser.add_argument(
+        "--models",
+        choices=("trained", "bundled", "both", "tuned"),
+        default="trained",
+        help="train on the other folds, or use the bundled default models (trained on "
+        "folds 1-2 of 3 and other photos: fold 0 only), or both in one run, or fine-tune "
+        "the bundled models on the other folds for --max-seconds",
+    )
     parser.add_argument("--json", help="write per-run rows here")
     args = parser.parse_args(argv)
     args.train_options = parse_train_options(parser, args.train_option)
@@ -375,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.folds < 2:
         parser.error("--folds takes 2 or more")
     folds = [int(f) for f in args.only_folds.split(",")] if args.only_folds else range(args.folds)
+    if args.models != "trained" and (args.folds, list(folds)) != (3, [0]):  # kept out of them
+        parser.error("the bundled models trained on folds 1-2 of 3: use --folds 3 --only-folds 0")
+    sources = ["trained", "bundled"] if args.models == "both" else [args.models]
     families = [f for f in FAMILIES if args.damage == "all" or f.task in tasks]
     photos, extra_train = default_photos()
     # the benchmark's models are throwaway: keep their weights out of the user's folder
@@ -403,15 +448,21 @@ def main(argv: list[str] | None = None) -> None:
             f"{len(records)} files",
             flush=True,
         )
-        for seed in seeds:
-            scored, timings = score_fold(fold, seed, train, records, tasks, args)
-            files += [_compact(fold, seed, r) for r in scored]
+        for seed, source in ((seed, source) for seed in seeds for source in sources):
+            scored, timings = score_fold(fold, seed, train, records, tasks, args, source)
+            files += [{"models": source, **_compact(fold, seed, r)} for r in scored]
             for row in measure(scored, families, tasks):
                 rows.append(
-                    {"fold": fold, "seed": seed, "train_seconds": timings.get(row["task"]), **row}
+                    {
+                        "fold": fold,
+                        "seed": seed,
+                        "models": source,
+                        "train_seconds": timings.get(row["task"]),
+                        **row,
+                    }
                 )
                 print(
-                    f"  fold {fold} seed {seed} {row['family']}: Spearman "
+                    f"  fold {fold} seed {seed} {source} {row['family']}: Spearman "
                     f"{_fmt(row['spearman'])} (baseline {_fmt(row['baseline_spearman'])}), "
                     f"units {_fmt(row['units_error'], 2)}",
                     flush=True,
@@ -430,8 +481,11 @@ def main(argv: list[str] | None = None) -> None:
                         f,
                     )
     shutil.rmtree(models, ignore_errors=True)
-    print()
-    print_summary(rows, tasks)
+    for source in sources:
+        print(f"\nmodels: {source}")
+        print_summary([r for r in rows if r["models"] == source], tasks)
+    if len(sources) == 2:
+        print_comparison(rows)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ benchmarks/.cache). In one run it measures, on the same files:
 - ours: scoring three local models (blur, noise, JPEG: native-resolution patches)
   through the SDK into a real FiftyOne dataset, end to end (three learned scores
   from one decode per image);
+- assess: ``sq.assess`` with every bundled default model (seven tasks, then the
+  cross-model summary), the time from a new dataset to its first fields;
 - CleanVision: ``Imagelab(filepaths).find_issues`` for dark, light and blurry,
   installed from PyPI into the benchmark's own virtual environment
   (benchmarks/.venv-cleanvision, created on first use);
@@ -147,6 +149,29 @@ def measure_ours(paths: list[str], models: dict[str, str]) -> dict:
         dataset.delete()
 
 
+def measure_assess(paths: list[str]) -> dict:
+    """Seconds of ``sq.assess`` with every bundled model (one decode pass, then the
+    cross-model summary) into a fresh FiftyOne dataset: the time to first fields."""
+    import fiftyone as fo
+
+    import siamese_quality as sq
+
+    dataset = fo.Dataset()
+    try:
+        dataset.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
+        started = time.perf_counter()
+        result = sq.assess(dataset, progress=False)
+        seconds = time.perf_counter() - started
+        assert result["scoring"]["scored"] == len(paths), result["message"]
+        return {
+            "images_per_s": len(paths) / seconds,
+            "seconds": seconds,
+            "tasks": len(result["tasks"]),
+        }
+    finally:
+        dataset.delete()
+
+
 CLEANVISION_SCRIPT = """
 import json, sys, time
 from cleanvision import Imagelab
@@ -259,6 +284,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  floor: {floor:.1f} images/s", flush=True)
         ours = measure_ours(paths, models)
         print(f"  ours:  {ours['images_per_s']:.1f} images/s", flush=True)
+        assess = measure_assess(paths)
+        print(
+            f"  assess, {assess['tasks']} bundled models: {assess['seconds']:.1f} s "
+            f"({assess['images_per_s']:.1f} images/s)",
+            flush=True,
+        )
         cleanvision = None if args.skip_cleanvision else measure_cleanvision(paths)
         if cleanvision:
             print(f"  CleanVision: {cleanvision['images_per_s']:.1f} images/s", flush=True)
@@ -273,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
         "ours_images_per_s": ours["images_per_s"],
         "cleanvision_images_per_s": cleanvision["images_per_s"] if cleanvision else None,
         "ours_over_floor": ours["images_per_s"] / floor,
+        "assess_seconds": assess["seconds"],
+        "assess_images_per_s": assess["images_per_s"],
+        "assess_tasks": assess["tasks"],
         "ours_over_cleanvision": (
             ours["images_per_s"] / cleanvision["images_per_s"] if cleanvision else None
         ),
@@ -287,6 +321,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{results['ours_over_floor']:.2f} x floor",
         ),
     ]
+    lines.append(
+        (
+            f"sq.assess ({assess['tasks']} bundled models)",
+            f"{assess['images_per_s']:.1f}",
+            f"{assess['seconds']:.1f} s for {len(paths)} images",
+        )
+    )
     if cleanvision:
         lines.append(
             (

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 PLUGIN_NAME = "@siamese-quality/siamese_quality"
 
 _SDK_NAMES = (
+    "assess",
     "train",
     "score",
     "summarize",

@@ -38,17 +38,22 @@ def field_suffixes(view_kind: str, heatmaps: bool = False) -> tuple[str, ...]:
 
 def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
     """``{suffix: description}`` of the fields a model writes (suffix "" is the value)."""
+    from .core.defaults import default_version
+
+    version = default_version(model)
+    name = f"siamese_quality model '{key}'" + (
+        f" (bundled default model v{version})" if version else ""
+    )
     return {
-        "": f"{model.task} in {model.unit}, {describe(model.view)}; siamese_quality model '{key}'",
-        "_raw": f"raw branch score of siamese_quality model '{key}' (larger: larger "
-        f"{model.task} magnitude)",
+        "": f"{model.task} in {model.unit}, {describe(model.view)}; {name}",
+        "_raw": f"raw branch score of {name} (larger: larger {model.task} magnitude)",
         "_fingerprint": "size and modification time of the image file, and the sha256 of "
-        f"the weights, when siamese_quality model '{key}' scored it (finds files changed "
-        "since, and values written by another model)",
+        f"the weights, when {name} scored it (finds files changed since, and values "
+        "written by another model)",
         "_patches": f"{model.task} in {model.unit} of each patch, rows of the grid over the "
-        f"image (top to bottom, left to right); siamese_quality model '{key}'",
+        f"image (top to bottom, left to right); {name}",
         "_heatmap": f"where the image shows {model.task}: each patch's value in {model.unit}, "
-        f"drawn over the image; range {_heatmap_range(model)}; siamese_quality model '{key}'",
+        f"drawn over the image; range {_heatmap_range(model)}; {name}",
     }
 
 
@@ -210,7 +215,14 @@ def prepare_fields(plan: ScoringPlan) -> None:
         suffixes = plan.suffixes(key)
         for suffix in suffixes:
             target = f"{name}{suffix}"
-            if not dataset.has_field(target):
+            if dataset.has_field(target):
+                # new weights (a retrained or upgraded model) are named where they write
+                existing = dataset.get_field(target)
+                ours = (existing.info or {}).get("siamese_quality_model") == key
+                if ours and existing.description != descriptions[suffix]:
+                    existing.description = descriptions[suffix]
+                    existing.save()
+            else:
                 ftype, inner = _FIELD_TYPES[suffix]
                 inner_kind = "embedded_doc_type" if suffix == "_heatmap" else "subfield"
                 dataset.add_sample_field(

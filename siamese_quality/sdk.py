@@ -50,6 +50,7 @@ __all__ = [
     "FIELD_SUFFIXES",
     "InvalidOption",
     "ModelInfo",
+    "assess",
     "ScoringPlan",
     "changed_since_scoring",
     "check_scoring_request",
@@ -247,6 +248,61 @@ def score(
                 _call(progress, fraction)
         except StopIteration as done:
             return done.value
+
+
+def assess(
+    samples: Samples,
+    tasks: Sequence[str] | None = None,
+    upgrade: bool = False,
+    heatmaps: bool = False,
+    progress: ProgressArg = None,
+    num_workers: int | None = None,
+    models_dir: str | None = None,
+) -> dict:
+    """Scores ``samples`` with the bundled default models: quality with no training.
+
+    Each task's bundled model is added to the dataset as model ``<task>`` (a run, as
+    :func:`import_model` records one) and all of them score every image from one
+    decode, into the usual fields (``blur``, ``noise``, ...); with two tasks or more,
+    :func:`summarize` then writes each sample's worst issue. Samples already scored by
+    the same weights are skipped (``skip_unchanged``).
+
+    A dataset keeps the bundled version that wrote its fields: after a package upgrade
+    ships new models, ``assess`` goes on with the recorded ones and says so, until
+    ``upgrade=True`` replaces them and rescores. A model the user trained under a
+    task's name is never replaced: ``assess`` refuses before any write.
+
+    Args:
+        tasks: the tasks to assess (default: every bundled one)
+        upgrade: replace models of an older bundled version by this package's
+        heatmaps: also write ``<field>_heatmap`` for the local tasks (see :func:`score`)
+        progress, num_workers: as for :func:`score`
+        models_dir: a folder of bundled models other than the package's own
+
+    Returns:
+        ``{"tasks": {task: {"action", "version"}}, "scoring": score's summary,
+        "summary": summarize's (or None), "message"}``
+    """
+    from .assessment import assessment_message, install_default_models, plan_assessment
+
+    plans = plan_assessment(samples, tasks, upgrade, models_dir, heatmaps)
+    keys = [p.task for p in plans]
+    install_default_models(samples, plans, models_dir)
+    scored = score(
+        samples,
+        key=keys,
+        skip_unchanged=True,
+        heatmaps=heatmaps,
+        progress=progress,
+        num_workers=num_workers,
+    )
+    summary = summarize(samples, keys=keys) if len(keys) > 1 and scored.get("scored") else None
+    return {
+        "tasks": {p.task: {"action": p.action, "version": p.version} for p in plans},
+        "scoring": scored,
+        "summary": summary,
+        "message": assessment_message(plans, scored),
+    }
 
 
 # --- evaluation and model files ------------------------------------------------------

@@ -152,3 +152,30 @@ def image_dataset(dataset_factory, tmp_path):
     paths = write_dead_leaves_images(tmp_path / "images", 12, size=(120, 96), seed=7)
     ds.add_samples([fo.Sample(filepath=p) for p in paths])
     return ds
+
+
+def form_errors(operator_name: str, dataset, params: dict) -> str:
+    """The error messages an operator's form shows for ``params`` (joined), as the App
+    would get them from ``resolve_input``."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    from siamese_quality import PLUGIN_NAME
+
+    operator = foo.get_operator(f"{PLUGIN_NAME}/{operator_name}")
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
+    form = operator.resolve_input(ctx).to_json()
+    errors = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("invalid"):
+                errors.append(node.get("error_message", ""))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(form)
+    return " | ".join(errors)

@@ -57,10 +57,11 @@ def scored_dataset(image_dataset, tiny_model_files):
     return image_dataset
 
 
-def test_empty_dataset_guides_to_training(image_dataset):
+def test_empty_dataset_offers_the_default_models_first_then_training(image_dataset):
     out = _call(image_dataset, "on_load")
     rendered = json.dumps(out["render"])
-    assert "No quality model yet" in rendered and "Train a model" in rendered
+    assert "No quality model yet" in rendered
+    assert 0 < rendered.index("Assess with the default models") < rendered.index("Train a model")
 
 
 def test_charts_hold_the_models_evidence_and_the_views_distribution(scored_dataset):

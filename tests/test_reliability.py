@@ -13,7 +13,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 import torch
-from conftest import dead_leaves_image
+from conftest import dead_leaves_image, form_errors
 from PIL import Image
 
 import siamese_quality as sq
@@ -304,29 +304,6 @@ def test_values_written_by_a_models_previous_weights_are_stale_after_retraining(
 # --- wrong parameters ------------------------------------------------------------------
 
 
-def _form_errors(operator_name: str, dataset, params: dict) -> str:
-    import fiftyone.operators as foo
-    from fiftyone.operators.executor import ExecutionContext
-
-    operator = foo.get_operator(f"{sq.PLUGIN_NAME}/{operator_name}")
-    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
-    form = operator.resolve_input(ctx).to_json()
-    errors = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("invalid"):
-                errors.append(node.get("error_message", ""))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(form)
-    return " | ".join(errors)
-
-
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -336,11 +313,11 @@ def _form_errors(operator_name: str, dataset, params: dict) -> str:
     ],
 )
 def test_train_form_names_the_wrong_parameter_as_the_sdk_does(image_dataset, params, message):
-    form_errors = _form_errors("train_quality_model", image_dataset, params)
-    assert message in form_errors
+    shown = form_errors("train_quality_model", image_dataset, params)
+    assert message in shown
     with pytest.raises(sq.InvalidOption, match=message) as refused:
         sq.train(image_dataset, task="blur", progress=False, **params)
-    assert form_errors == str(refused.value)  # the SDK's check, not a copy of it
+    assert shown == str(refused.value)  # the SDK's check, not a copy of it
     assert refused.value.option in ("max_seconds", "working_resolution", "key")
 
 
@@ -348,7 +325,7 @@ def test_train_form_refuses_an_existing_key_and_other_media(
     image_dataset, dataset_factory, tiny_model_files, tmp_path
 ):
     sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
-    errors = _form_errors("train_quality_model", image_dataset, {"key": "blur"})
+    errors = form_errors("train_quality_model", image_dataset, {"key": "blur"})
     assert "A model 'blur' exists" in errors
     video = dataset_factory()
     video.add_sample(fo.Sample(filepath=str(tmp_path / "clip.mp4")))
@@ -365,7 +342,7 @@ def test_train_form_refuses_an_existing_key_and_other_media(
 def test_score_form_names_a_clashing_field(image_dataset, tiny_model_files):
     sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
     image_dataset.set_values("blur_raw", [0.0] * 12)
-    errors = _form_errors("score_quality", image_dataset, {"keys": ["blur"]})
+    errors = form_errors("score_quality", image_dataset, {"keys": ["blur"]})
     assert "'blur_raw' already exists and was written by you" in errors
 
 
@@ -439,7 +416,7 @@ def test_quality_action_forms_show_the_sdks_own_message(
 
     sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
     sq.score(image_dataset, key="blur", progress=False)
-    assert _form_errors(operator, image_dataset, {"field": "blur", **params}).startswith(message)
+    assert form_errors(operator, image_dataset, {"field": "blur", **params}).startswith(message)
     with pytest.raises(sq.InvalidOption, match=message):
         if operator == "filter_by_quality":
             actions.worst_percent(image_dataset, "blur", params["percent"])
@@ -457,9 +434,9 @@ def test_exporting_onto_an_existing_file_is_refused_unless_overwrite(
         sq.export_model(image_dataset, "blur", str(precious))
     assert precious.read_bytes() == b"someone's file"
     params = {"key": "blur", "path": str(precious)}
-    form_error = _form_errors("export_quality_model", image_dataset, params)
+    form_error = form_errors("export_quality_model", image_dataset, params)
     assert form_error.startswith(f"path: a file exists at {precious}")  # the SDK's own check
-    assert _form_errors("export_quality_model", image_dataset, {**params, "overwrite": True}) == ""
+    assert form_errors("export_quality_model", image_dataset, {**params, "overwrite": True}) == ""
 
     sq.export_model(image_dataset, "blur", str(precious), overwrite=True)
     assert PretextModel.load(str(precious)).task == "blur"

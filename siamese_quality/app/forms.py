@@ -41,7 +41,11 @@ def notice(inputs, name: str, label: str, description: str) -> types.Property:
 
 def no_models_notice(inputs) -> types.Property:
     return notice(
-        inputs, "no_models", "No models yet", "Train a model first (Siamese quality: train model)."
+        inputs,
+        "no_models",
+        "No models yet",
+        "Assess with the bundled models (Siamese quality: assess with the default models), "
+        "or train one (Siamese quality: train model).",
     )
 
 

@@ -581,6 +581,82 @@ class TagByQuality(foo.Operator):
         return {"tagged": count}
 
 
+class AssessQuality(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="assess_quality",
+            dynamic=True,  # the form follows its own fields
+            label="Siamese quality: assess with the default models",
+            description="Score every task with the bundled models, no training needed",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        if not forms.images_only(ctx, inputs):
+            return types.Property(inputs)
+        from siamese_quality.core.defaults import default_tasks
+
+        tasks = default_tasks()
+        choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
+        for task in tasks:
+            choices.add_choice(task, label=task)
+        tasks_prop = inputs.list(
+            "tasks",
+            types.String(),
+            default=tasks,
+            label="Tasks",
+            description="Each writes a field named after it (blur, noise, ...)",
+            view=choices,
+        )
+        inputs.bool(
+            "upgrade",
+            default=False,
+            label="Upgrade to this version's models",
+            description="Replace models of an older bundled version and rescore their fields",
+        )
+        inputs.bool("heatmaps", default=False, label="Heat maps of where")
+        if ctx.params.get("tasks") == []:
+            forms.invalid(tasks_prop, "Choose at least one task")
+        else:
+            forms.check(tasks_prop, self._check, ctx)
+        forms.view_target(ctx, inputs, "Assess")
+        return types.Property(inputs)
+
+    @staticmethod
+    def _check(ctx) -> None:
+        from siamese_quality.assessment import plan_assessment
+
+        plan_assessment(
+            ctx.dataset,
+            ctx.params.get("tasks") or None,
+            bool(ctx.params.get("upgrade", False)),
+            heatmaps=bool(ctx.params.get("heatmaps", False)),
+        )
+
+    def execute(self, ctx):
+        import siamese_quality as sq
+
+        def progress(fraction: float) -> None:
+            if ctx.delegated:
+                ctx.set_progress(progress=fraction, label="assessing")
+
+        result = sq.assess(
+            ctx.target_view(),
+            tasks=ctx.params.get("tasks") or None,
+            upgrade=bool(ctx.params.get("upgrade", False)),
+            heatmaps=bool(ctx.params.get("heatmaps", False)),
+            progress=progress,
+            num_workers=None if ctx.delegated else 0,  # no loader processes in the App
+        )
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+            ctx.ops.notify(result["message"], variant="success")
+        return {"tasks": result["tasks"], "scored": result["scoring"].get("scored")}
+
+
 class SummarizeQuality(foo.Operator):
     @property
     def config(self):
@@ -666,6 +742,7 @@ class ClearQualityView(foo.Operator):
 OPERATORS = [
     TrainModel,
     ScoreSamples,
+    AssessQuality,
     SummarizeQuality,
     EvaluateModel,
     DeleteModel,

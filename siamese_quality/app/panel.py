@@ -132,6 +132,21 @@ def _panel_action(ctx, view) -> dict | None:
     return ctx.store(ACTIONS_STORE).get(uuid) if uuid else None
 
 
+def _provenance_note(info) -> str:
+    """Where a model's held-out numbers come from, when it is or began as a bundled one."""
+    start, bundled = info.training.get("init"), info.training.get("default_model")
+    if start:
+        return f" Both rows: the same held-out images of this dataset; {start['message']}."
+    if bundled:
+        return (
+            f" Bundled default model v{bundled['version']}: measured on photos it never "
+            "trained on when it was built, not on this dataset. To measure (and perhaps "
+            f"improve) it here, fine-tune: `sq.train(dataset, task={info.task!r}, "
+            "init='default', key=...)`."
+        )
+    return ""
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -442,9 +457,17 @@ class QualityPanel(foo.Panel):
                 f"| {baseline['name']} | {_fmt(baseline.get('pearson'))} | "
                 f"{_fmt(baseline.get('spearman'))} | {_fmt(baseline.get('mae'))} |"
             )
+        start = info.training.get("init")
+        if start:
+            begun = start.get("start_metrics", {})
+            lines.append(
+                f"| {start['from']}, before fine-tuning | {_fmt(begun.get('pearson'))} | "
+                f"{_fmt(begun.get('spearman'))} | {_fmt(begun.get('mae'))} |"
+            )
         if published is not None:
             lines.append(f"| published write-up | {published:.3f} | - | - |")
         lines += ["", f"Held-out numbers rest on {info.held_out_images} image(s)."]
+        lines[-1] += _provenance_note(info)
         if info.held_out_images < MIN_TRUSTED_IMAGES:
             lines[-1] += (
                 f" **Too few to mean much** (fewer than {MIN_TRUSTED_IMAGES}): train on more "
@@ -549,6 +572,9 @@ class QualityPanel(foo.Panel):
         ctx.ops.set_active_fields(fields=[heatmap])
         self.worst_first(ctx, note=", with its heat maps")
 
+    def open_assess(self, ctx):
+        ctx.prompt(f"{PLUGIN_NAME}/assess_quality")
+
     def open_train(self, ctx):
         ctx.prompt(f"{PLUGIN_NAME}/train_quality_model")
 
@@ -571,11 +597,19 @@ class QualityPanel(foo.Panel):
         if not keys:
             panel.md(
                 "### No quality model yet\n"
-                "Train a self-supervised model on these images: it learns, without "
-                "labels, how blurred, tilted or dark an image is, in real units.",
+                "Assess these images with the bundled default models: every task (blur, "
+                "noise, JPEG, pixelation, brightness, contrast, tilt) scored in real units, "
+                "no training. Or train a self-supervised model on these images: it learns, "
+                "without labels, how blurred, tilted or dark they are.",
                 name="empty",
             )
-            panel.btn("train", label="Train a model", on_click=self.open_train, variant="contained")
+            panel.btn(
+                "assess",
+                label="Assess with the default models",
+                on_click=self.open_assess,
+                variant="contained",
+            )
+            panel.btn("train", label="Train a model", on_click=self.open_train)
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
         self._render_overview(ctx, panel)

@@ -27,6 +27,7 @@ import torch.nn.functional as nnf
 
 from .. import __version__
 from .calibration import MonotoneCalibration
+from .defaults import DefaultModelError, default_architecture, load_default_model
 from .distortions import get_distortion
 from .errors import InvalidOption
 from .evaluation import EvaluationSet, evaluation_report, magnitude_grid, render_evaluation_set
@@ -78,6 +79,9 @@ class TrainingConfig:
     patience: int = 25
     seed: int = 0
     device: str | None = None
+    # "default": start from the task's bundled default model (core.defaults) and keep
+    # its architecture; the start competes with the fine-tuned checkpoints
+    init: str | None = None
 
     def resolved(self) -> TrainingConfig:
         """A copy with every ``None`` default filled in from the task's defaults."""
@@ -90,6 +94,8 @@ class TrainingConfig:
             "images_per_batch": 8,
         }
         defaults.update(get_distortion(self.task).training_defaults)
+        if self.init == "default":
+            defaults.update(default_architecture(self.task))
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return replace(self, **changes)
 
@@ -101,10 +107,22 @@ class TrainingConfig:
     def validate(self) -> None:
         """Raises :class:`~siamese_quality.errors.InvalidOption` naming the first invalid
         parameter."""
+        if self.init not in (None, "default"):
+            raise InvalidOption("init", f"init must be None or 'default', got {self.init!r}")
         try:
             c = self.resolved()
         except ValueError as e:  # an unknown task
             raise InvalidOption("task", str(e)) from None
+        except DefaultModelError as e:
+            raise InvalidOption("init", str(e)) from None
+        if c.init == "default":
+            for name, value in default_architecture(c.task).items():
+                if getattr(c, name) != value:
+                    raise InvalidOption(
+                        name,
+                        f"init='default' keeps the bundled {c.task} model's {name} "
+                        f"({value!r}); got {getattr(c, name)!r}",
+                    )
         if c.backbone not in BACKBONES:
             raise InvalidOption(
                 "backbone", f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}"
@@ -306,6 +324,7 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)
     stop_reason: str = "max_steps"
+    start_state: dict | None = None  # init="default": the bundled weights it started from
 
 
 def _step(run: _Run, optimizer: torch.optim.Optimizer) -> float:
@@ -342,7 +361,7 @@ def _check(run: _Run, losses: list[float]) -> dict:
         "step": run.step,
         "epoch": run.epoch,
         "seconds": round(time.monotonic() - run.started, 2),
-        "loss": float(np.mean(losses[-run.config.validation_every :])),
+        "loss": float(np.mean(losses[-run.config.validation_every :])) if losses else None,
         "val_spearman": _spearman(scores, run.checkpoint),
         "fraction": min(1.0, _budget_used(run.config, run.step, run.max_steps, run.started)),
     }
@@ -355,6 +374,10 @@ def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], N
         run.branch.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     run.best = {"spearman": -math.inf, "step": 0, "state": copy.deepcopy(run.branch.state_dict())}
+    if run.start_state is not None:  # the start is a checkpoint like any other
+        record = _check(run, [])
+        run.history.append(record)
+        run.best.update(spearman=record["val_spearman"], checked=True)
     stale, losses = 0, []
     while True:
         if run.step >= run.max_steps:
@@ -439,6 +462,8 @@ def train_pretext_model(
     calibrate_and_report(model, data.held_out)
     model.evaluation["protocol"] = _protocol(data)
     model.training = _training_record(run, data)
+    if run.start_state is not None:
+        model.training["init"] = _against_the_start(run, data, model)
     if checkpoint_path:
         model.save(checkpoint_path)
     return model
@@ -463,15 +488,46 @@ def _start_run(
     if config.epochs is not None:
         max_steps = min(max_steps, config.epochs * batches.batches_per_epoch)
     device = pick_device(config.device)
-    branch = QualityBranch(config.backbone, config.pretrained).to(device)
-    return _Run(config, view, branch, batches, data.checkpoint, device, started, max_steps)
+    start_state = None
+    if config.init == "default":
+        branch = load_default_model(config.task).branch.to(device)
+        start_state = copy.deepcopy(branch.state_dict())
+    else:
+        branch = QualityBranch(config.backbone, config.pretrained).to(device)
+    run = _Run(config, view, branch, batches, data.checkpoint, device, started, max_steps)
+    run.start_state = start_state
+    return run
+
+
+def _against_the_start(run: _Run, data: TrainingData, model: PretextModel) -> dict:
+    """init="default": the bundled start's held-out numbers beside the kept model's, on
+    the same held-out images, and which of the two the checkpoint images kept."""
+    from .defaults import default_version
+
+    start = load_default_model(run.config.task)
+    version = default_version(start)
+    calibrate_and_report(start, data.held_out)  # on this dataset's held-out images
+    kept_start = run.best["step"] == 0
+    return {
+        "from": f"bundled default model v{version}",
+        "version": version,
+        "kept": "start" if kept_start else "fine-tuned",
+        "start_metrics": start.evaluation.get("metrics", {}),
+        "metrics": model.evaluation.get("metrics", {}),
+        "message": (
+            "fine-tuning did not beat the bundled start on the checkpoint images: the "
+            "bundled weights are kept, calibrated on these images"
+            if kept_start
+            else f"fine-tuned from the bundled model (best at step {run.best['step']})"
+        ),
+    }
 
 
 def _best_model(run: _Run) -> PretextModel:
     """The run's best checked weights (the current ones before the first check), in eval
     mode, as an uncalibrated model."""
     branch = copy.deepcopy(run.branch)
-    if run.history and run.best.get("step", 0) > 0:
+    if run.history and (run.best.get("step", 0) > 0 or run.best.get("checked")):
         branch.load_state_dict(run.best["state"])
     return PretextModel(branch.eval(), run.batches.distortion, run.view)
 
