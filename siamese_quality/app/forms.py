@@ -90,12 +90,17 @@ def view_target(ctx, inputs, action: str) -> None:
     inputs.view_target(ctx, action_description=action)
 
 
+def multi_select(inputs, name: str, values: list[str], label: str, **kwargs) -> types.Property:
+    """A multi-select of ``values`` (all chosen by default), as ``params[name]``."""
+    choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
+    for value in values:
+        choices.add_choice(value, label=value)
+    return inputs.list(name, types.String(), default=values, label=label, view=choices, **kwargs)
+
+
 def model_list(inputs, keys: list[str], label: str, **kwargs) -> types.Property:
     """A multi-select of models ``keys`` (all chosen by default), as ``params["keys"]``."""
-    choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
-    for key in keys:
-        choices.add_choice(key, label=key)
-    return inputs.list("keys", types.String(), default=keys, label=label, view=choices, **kwargs)
+    return multi_select(inputs, "keys", keys, label, **kwargs)
 
 
 def model_picker(ctx, inputs, label: str = "Model") -> str | None:

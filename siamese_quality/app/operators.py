@@ -599,17 +599,12 @@ class AssessQuality(foo.Operator):
             return types.Property(inputs)
         from siamese_quality.core.defaults import default_tasks
 
-        tasks = default_tasks()
-        choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
-        for task in tasks:
-            choices.add_choice(task, label=task)
-        tasks_prop = inputs.list(
+        tasks_prop = forms.multi_select(
+            inputs,
             "tasks",
-            types.String(),
-            default=tasks,
-            label="Tasks",
+            default_tasks(),
+            "Tasks",
             description="Each writes a field named after it (blur, noise, ...)",
-            view=choices,
         )
         inputs.bool(
             "upgrade",
