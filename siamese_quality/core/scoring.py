@@ -76,10 +76,11 @@ class _LoadedBatch:
         return len(self.indices) + len(self.failures)
 
 
-def collate_images(items) -> _LoadedBatch:
-    # default_collate stacks straight into shared memory in a loader worker: a stacked
-    # copy on the worker's heap first made its RSS grow with the number of batches
-    stack = torch.utils.data.default_collate
+def collate_images(items, stack=torch.utils.data.default_collate) -> _LoadedBatch:
+    """Loaded items -> a batch. The default collate stacks straight into shared memory in
+    a loader worker, for batches that cross to the main process (a stacked copy on the
+    worker's heap first made its RSS grow with the number of batches); batches scored
+    where they are loaded pass ``torch.stack``."""
     ok = [item for _, item, failure in items if failure is None]
     views = list(ok[0][0]) if ok else []
     return _LoadedBatch(
@@ -92,10 +93,51 @@ def collate_images(items) -> _LoadedBatch:
 
 
 def default_num_workers(count: int) -> int:
-    """Decoding workers: none for small jobs, else up to half the CPUs (at least 1)."""
+    """Loader workers, each decoding and scoring its own batches: none for small jobs
+    (starting processes costs more than they save), else one per CPU, up to 8."""
     if count < 200:
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def score_loaded(batch: _LoadedBatch, models: dict[str, PretextModel]) -> ScoredBatch:
+    """Every model's scores of a loaded batch: raw, calibrated and, for local models,
+    each image's patch grid."""
+    raw, calibrated, patches = {}, {}, {}
+    for name, model in models.items() if batch.indices else ():
+        pixels = model.view.pixels
+        scores = model.patch_scores(batch.images[pixels])
+        structure = batch.structures[pixels]
+        raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
+        calibrated[name] = model.calibrated(raw[name])
+        if model.view.kind == "patches":
+            patches[name] = [
+                row.reshape(grids[pixels]) for row, grids in zip(scores, batch.grids, strict=True)
+            ]
+    return ScoredBatch(batch.indices, raw, calibrated, patches, batch.failures)
+
+
+class ScoredFiles(torch.utils.data.Dataset):
+    """Item ``k``: the ``k``-th batch of files, decoded once and scored by every model
+    in the process that loads it. In loader workers, decoding and inference then share
+    every CPU, and only scores cross between processes (no pixels)."""
+
+    def __init__(self, paths: Sequence[str], models: dict[str, PretextModel], batch_size: int):
+        self.files = ImageFiles(paths, [m.view for m in models.values()])
+        self.models, self.batch_size = models, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.files) // self.batch_size)
+
+    def __getitem__(self, number: int) -> ScoredBatch:
+        start = number * self.batch_size
+        stop = min(start + self.batch_size, len(self.files))
+        items = [self.files[index] for index in range(start, stop)]
+        return score_loaded(collate_images(items, torch.stack), self.models)
+
+
+def _as_is(batch: ScoredBatch) -> ScoredBatch:
+    return batch
 
 
 def iter_model_scores(
@@ -104,41 +146,28 @@ def iter_model_scores(
     batch_size: int = 64,
     num_workers: int | None = None,
 ) -> Iterator[ScoredBatch]:
-    """Scores ``paths`` with every model in ``models``, one batch at a time.
+    """Scores ``paths`` with every model in ``models``, one batch at a time, in order.
 
     Unreadable files are reported in ``failures`` and get no score; the others are
-    scored by every model from a single decode.
+    scored by every model from a single decode. With workers, each batch is decoded and
+    scored in one of them (one thread each), several batches at once.
     """
     if not models:
         raise ValueError("no models to score with")
     workers = default_num_workers(len(paths)) if num_workers is None else num_workers
-    dataset = ImageFiles(paths, [m.view for m in models.values()])
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
+        ScoredFiles(paths, models, batch_size),
+        batch_size=None,
         num_workers=workers,
-        collate_fn=collate_images,
+        collate_fn=_as_is,
         persistent_workers=False,
     )
-    # Decoding workers and inference threads share the CPUs: leave the workers theirs
-    # (OpenMP threads that spin-wait on a busy core slow both down)
+    # the caller's process only writes results meanwhile: OpenMP threads spinning on
+    # the workers' cores would slow them down
     threads = torch.get_num_threads()
     if workers:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+        torch.set_num_threads(1)
     try:
-        for batch in loader:
-            raw, calibrated, patches = {}, {}, {}
-            for name, model in models.items() if batch.indices else ():
-                pixels = model.view.pixels
-                scores = model.patch_scores(batch.images[pixels])
-                structure = batch.structures[pixels]
-                raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
-                calibrated[name] = model.calibrated(raw[name])
-                if model.view.kind == "patches":
-                    patches[name] = [
-                        row.reshape(grids[pixels])
-                        for row, grids in zip(scores, batch.grids, strict=True)
-                    ]
-            yield ScoredBatch(batch.indices, raw, calibrated, patches, batch.failures)
+        yield from loader
     finally:
         torch.set_num_threads(threads)
