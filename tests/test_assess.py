@@ -74,22 +74,25 @@ def test_assess_scores_every_task_in_one_call_and_records_a_run_per_model(image_
     assert image_dataset.values("blur_raw") == before
 
 
-def _bundle_v2(tmp_path, shift: float) -> str:
-    """The package's bundle as a version 2 would ship it: blur's last bias moved by
+NEXT_VERSION = str(int(DEFAULT_MODELS_VERSION) + 1)
+
+
+def _next_bundle(tmp_path, shift: float) -> str:
+    """The package's bundle as its next version would ship it: blur's last bias moved by
     ``shift`` (its raw scores move by exactly that), noise only re-stamped."""
-    folder = str(tmp_path / "bundle_v2")
+    folder = str(tmp_path / "next_bundle")
     shutil.copytree(DEFAULT_MODELS_DIR, folder)
     bundled = manifest(folder)
     for task in ("blur", "noise"):
         path = os.path.join(folder, bundled["models"][task]["file"])
         model = PretextModel.load(path)
-        model.training["default_model"]["version"] = "2"
+        model.training["default_model"]["version"] = NEXT_VERSION
         if task == "blur":
             last = [p for name, p in model.branch.named_parameters() if name.endswith("bias")]
             with torch.no_grad():
                 last[-1] += shift
         bundled["models"][task]["sha256"] = model.save(path)
-    bundled["version"] = "2"
+    bundled["version"] = NEXT_VERSION
     with open(os.path.join(folder, "manifest.json"), "w") as f:
         json.dump(bundled, f)
     return folder
@@ -99,21 +102,21 @@ def test_a_new_bundled_version_leaves_old_fields_alone_until_upgrade(image_datas
     tasks = ["blur", "noise"]
     sq.assess(image_dataset, tasks=tasks, progress=False)
     before = {f: image_dataset.values(f) for f in ("blur_raw", "noise", "noise_fingerprint")}
-    v2 = _bundle_v2(tmp_path, shift=0.5)
+    newer = _next_bundle(tmp_path, shift=0.5)
 
-    kept = sq.assess(image_dataset, tasks=tasks, models_dir=v2, progress=False)
+    kept = sq.assess(image_dataset, tasks=tasks, models_dir=newer, progress=False)
     assert kept["tasks"]["blur"] == {"action": "keep", "version": DEFAULT_MODELS_VERSION}
     assert "upgrade=True" in kept["message"] and kept["scoring"]["scored"] == 0
     assert {f: image_dataset.values(f) for f in before} == before
 
-    upgraded = sq.assess(image_dataset, tasks=tasks, models_dir=v2, upgrade=True, progress=False)
-    assert upgraded["tasks"]["blur"] == {"action": "upgrade", "version": "2"}
+    upgraded = sq.assess(image_dataset, tasks=tasks, models_dir=newer, upgrade=True, progress=False)
+    assert upgraded["tasks"]["blur"] == {"action": "upgrade", "version": NEXT_VERSION}
     assert upgraded["scoring"]["scored"] == len(image_dataset)  # new weights: rescored
     moved = np.array(image_dataset.values("blur_raw")) - np.array(before["blur_raw"])
     assert np.allclose(moved, 0.5, atol=1e-4)
     assert image_dataset.values("noise_fingerprint") != before["noise_fingerprint"]
-    assert "bundled default model v2" in image_dataset.get_field("blur").description
-    assert sq.model_info(image_dataset, "blur").training["default_model"]["version"] == "2"
+    assert f"bundled default model v{NEXT_VERSION}" in image_dataset.get_field("blur").description
+    assert sq.model_info(image_dataset, "blur").training["default_model"]["version"] == NEXT_VERSION
 
 
 def test_assess_never_replaces_a_users_model_or_field(image_dataset, tiny_model_files):
@@ -158,6 +161,7 @@ def test_fine_tuning_from_the_default_model_reports_both_on_the_same_held_out_im
     history = sq.runs.load_results(image_dataset, "blur_tuned")["training"]["history"]
     assert history[0]["step"] == 0  # the start was a checkpoint candidate
     assert start["kept"] == "start" and info.training["best_step"] == 0
+    assert start["confidence"] is None  # no check beat the start: nothing to weigh
     assert start["start_metrics"] == start["metrics"] == info.metrics  # the same images
     tuned, bundled = sq.load_model(image_dataset, "blur_tuned"), load_default_model("blur")
     for name, value in bundled.branch.state_dict().items():
