@@ -10,7 +10,7 @@ import torch
 from conftest import dead_leaves_image, write_dead_leaves_images
 
 from siamese_quality.core.distortions import get_distortion
-from siamese_quality.core.evaluation import evaluate_model, magnitude_grid
+from siamese_quality.core.evaluation import EvaluationSet, evaluate_model, magnitude_grid
 from siamese_quality.core.images import load_image
 from siamese_quality.core.model import PixelGridNet, QualityBranch, TonalReachNet
 from siamese_quality.core.pairs import (
@@ -19,7 +19,13 @@ from siamese_quality.core.pairs import (
     stratified_magnitudes,
 )
 from siamese_quality.core.pretext_model import ModelFileError, PretextModel
-from siamese_quality.core.training import TrainingConfig, ranking_loss, train_pretext_model
+from siamese_quality.core.training import (
+    FINE_TUNING_CONFIDENCE,
+    TrainingConfig,
+    fine_tuning_confidence,
+    ranking_loss,
+    train_pretext_model,
+)
 from siamese_quality.core.views import WholeView
 
 
@@ -378,3 +384,17 @@ def test_short_contrast_training_ranks_unseen_images_across_images(tmp_path):
     # pooled over the six images, not only within each (0.985 here; a CNN from scratch in
     # the same steps: 0.94)
     assert report["metrics"]["spearman"] > 0.95, report["metrics"]
+
+
+def test_fine_tuned_weights_replace_the_start_only_when_the_checkpoint_images_are_sure():
+    rng = np.random.default_rng(0)
+    groups, magnitudes = np.repeat(np.arange(6), 9), np.tile(np.arange(9.0), 6)
+    checkpoint = EvaluationSet(torch.empty(0), magnitudes, groups)
+    start = magnitudes + rng.normal(0, 3, len(magnitudes))  # a noisy reader
+    better_everywhere = magnitudes + rng.normal(0, 0.5, len(magnitudes))
+    assert fine_tuning_confidence(start, better_everywhere, checkpoint) >= FINE_TUNING_CONFIDENCE
+    # the start's readings, except perfect on one image of six: the best of many checks
+    # can look like that by luck alone, and a resample without that image shows no gain
+    lucky = np.where(groups == 0, magnitudes, start)
+    assert fine_tuning_confidence(start, lucky, checkpoint) < FINE_TUNING_CONFIDENCE
+    assert fine_tuning_confidence(start, start, checkpoint) == 0.0  # a tie is no gain
