@@ -1,8 +1,9 @@
 """The Quality panel in a real browser: the App server, headless Chromium, Playwright.
 
-One App server (127.0.0.1, free port) serves a dataset of scikit-image's photos with
-two short-trained, scored models (blur, brightness), opened with a workspace that
-shows the panel. Each test drives the App as a user does and checks what the user
+One App server (127.0.0.1, free port) serves a dataset of scikit-image's photos, some
+blurred at their own resolution, assessed with two bundled default models (blur,
+brightness), opened with a workspace that shows the panel; and a second dataset that
+nothing has scored yet. Each test drives the App as a user does and checks what the user
 sees: the charts' traces, the grid's counts and view stages, the tags written, the
 dropdown's models. Screenshots go to ``$SQ_SCREENSHOTS_DIR`` (default: the test's tmp
 folder); ``docs/images/`` holds the ones the README shows, taken by these tests.
@@ -21,6 +22,7 @@ import sys
 import time
 import urllib.request
 
+import cv2
 import fiftyone as fo
 import numpy as np
 import pytest
@@ -50,6 +52,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WORKSPACE = "sq_quality_panel"
+# the panel's actions on a dataset with no model, in the order it offers them
+EMPTY_STATE_ACTIONS = ("Assess with the default models", "Train a model")
 PANEL_URI_SUFFIX = f"/{PANEL_NAME}"
 # what open-source FiftyOne needs before the App can schedule delegated operations
 SCHEDULING_ENV = {"FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true"}
@@ -96,25 +100,9 @@ def _warm_up(base: str, dataset: str) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
-def panel_dataset(tmp_path_factory):
-    name = unique_name("sq-browser")
+def _dataset_with_the_panel(name: str, paths: list[str]) -> fo.Dataset:
     dataset = fo.Dataset(name, persistent=True)  # the server process must see it
-    folder = str(tmp_path_factory.mktemp("photos"))
-    # 18 photos: enough for histogram bars that hold more than one
-    paths = write_skimage_photos(folder) + write_skimage_photos(folder, SKIMAGE_GRAYSCALE_PHOTOS)
     dataset.add_samples([fo.Sample(filepath=p) for p in paths])
-    # short real trainings, so the charts (and the README's screenshots) mean something
-    for task, steps in (("blur", 150), ("brightness", 80)):
-        sq.train(
-            dataset,
-            task=task,
-            max_seconds=None,
-            max_steps=steps,
-            working_resolution=64,
-            progress=False,
-        )
-    sq.score(dataset, key=["blur", "brightness"], progress=False)
     dataset.save_workspace(
         WORKSPACE,
         fo.Space(
@@ -122,8 +110,37 @@ def panel_dataset(tmp_path_factory):
             orientation="horizontal",
         ),
     )
+    return dataset
+
+
+def _blur_in_place(path: str, sigma: float) -> None:
+    """Blurs a photo file at its own resolution, as a shaken camera would (OpenCV)."""
+    pixels = cv2.imread(path, cv2.IMREAD_COLOR)
+    cv2.imwrite(path, cv2.GaussianBlur(pixels, (0, 0), sigma))
+
+
+@pytest.fixture(scope="module")
+def panel_dataset(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("photos"))
+    # 18 photos: enough for histogram bars that hold more than one; a third of them
+    # blurred, so that the blur charts, the worst first and the heat maps have
+    # something to show (and the README's screenshots mean something)
+    paths = write_skimage_photos(folder) + write_skimage_photos(folder, SKIMAGE_GRAYSCALE_PHOTOS)
+    for path, sigma in zip(paths[::3], (1.5, 2.5, 3.5, 5.0, 2.0, 4.0), strict=False):
+        _blur_in_place(path, sigma)
+    dataset = _dataset_with_the_panel(unique_name("sq-browser"), paths)
+    for task in ("blur", "brightness"):  # one at a time: no summary yet (a test makes it)
+        sq.assess(dataset, tasks=[task], progress=False)
     yield dataset
-    fo.delete_dataset(name)
+    fo.delete_dataset(dataset.name)
+
+
+@pytest.fixture(scope="module")
+def unscored_dataset(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("new_photos"))
+    dataset = _dataset_with_the_panel(unique_name("sq-browser-new"), write_skimage_photos(folder))
+    yield dataset
+    fo.delete_dataset(dataset.name)
 
 
 @pytest.fixture(scope="module")
@@ -189,15 +206,10 @@ class App:
             return
         body = json.loads(request.post_data or "{}")
         if (body.get("operator_uri") or "").endswith(PANEL_URI_SUFFIX):
-            self.calls.append(
-                {
-                    "method": body["params"].get("__method__"),
-                    "t": time.time(),
-                    "selected": body.get("selected") or [],
-                }
-            )
+            self.calls.append({"method": body["params"].get("__method__"), "t": time.time()})
 
-    def open(self, base: str) -> App:
+    def goto(self, base: str) -> App:
+        """Loads the dataset's page with the panel's workspace, until its grid shows."""
         slug = fo.core.utils.to_slug(WORKSPACE)
         self.page.goto(
             f"{base}/datasets/{self.dataset.name}?workspace={slug}", wait_until="domcontentloaded"
@@ -208,6 +220,11 @@ class App:
                 break
             except Exception:
                 self.page.reload(wait_until="domcontentloaded")
+        return self
+
+    def open(self, base: str) -> App:
+        """:meth:`goto`, then waits for the panel's charts, on the whole dataset."""
+        self.goto(base)
         self.page.wait_for_selector("text=Worst first", timeout=60000)
         self.wait_for_traces("Calibration", 2)
         # the server keeps the last test's view across page loads: start from the whole
@@ -346,6 +363,23 @@ class App:
             self.page.wait_for_timeout(500)
         assert not sample.count(), "the sample view did not close"
 
+    def open_first_tile(self) -> None:
+        """Clicks the grid's first tile, which opens it in the sample view."""
+        tile = self.page.locator('[data-cy="fo-grid"] [data-cy="looker"]').first.bounding_box()
+        self.page.mouse.click(tile["x"] + tile["width"] / 2, tile["y"] + tile["height"] / 2)
+        self.page.wait_for_selector('[data-cy="modal-looker-container"]', timeout=30000)
+
+    def sample_in_view(self) -> str:
+        """The id of the sample the sample view shows, as its sidebar lists it."""
+        modal = self.page.locator('[data-cy="modal"]')
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(r"\b([0-9a-f]{24})\s*\n\s*id\s*\n", modal.inner_text())
+            if found:
+                return found.group(1)
+            self.page.wait_for_timeout(250)
+        raise AssertionError(f"no sample id in the sample view: {modal.inner_text()[:300]}")
+
     def fill(self, label: str, value: str) -> None:
         """Types ``value`` into the operator form's field labelled ``label``."""
         self.page.locator(
@@ -365,13 +399,17 @@ class App:
         self.page.wait_for_selector('[data-cy="operators-prompt-modal"]', timeout=30000)
 
 
-@pytest.fixture
-def app(chromium, app_server, panel_dataset):
+def _new_page(chromium):
     context = chromium.new_context(viewport={"width": 1800, "height": 1300})
     # the App's own e2e switch: no "Explore Enterprise" popover swallowing clicks
     context.add_init_script("window.IS_PLAYWRIGHT = true;")
     context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
-    page = context.new_page()
+    return context, context.new_page()
+
+
+@pytest.fixture
+def app(chromium, app_server, panel_dataset):
+    context, page = _new_page(chromium)
     try:
         yield App(page, panel_dataset).open(app_server)
     finally:
@@ -461,15 +499,10 @@ def test_worst_first_after_a_bar_click_keeps_the_filter_and_shows_the_worst_firs
     app.wait_for_count(in_bar.count())
     app.wait_for_grid_line(f"worst first by blur: {in_bar.count()} of {app.dataset.count()}")
     app.page.screenshot(path=os.path.join(shots, "quality-panel-worst-first.png"))
-    # the first tile is the bar's worst sample: select it, and the App's next panel call
-    # says which sample that is
-    tile = app.page.locator('[data-cy="fo-grid"] [data-cy="looker"]').first.bounding_box()
-    app.page.mouse.click(tile["x"] + tile["width"] / 2, tile["y"] + tile["height"] / 2)
-    deadline = time.monotonic() + 30
-    while not [c for c in app.calls if c["selected"]] and time.monotonic() < deadline:
-        app.page.wait_for_timeout(250)
-    (first,) = [c["selected"] for c in app.calls if c["selected"]][-1]
-    assert app.dataset[first]["blur"] == max(in_bar.values("blur"))  # ties: any of them
+    # the first tile is the bar's worst sample: a click opens it, and the sample view's
+    # sidebar names it
+    app.open_first_tile()
+    assert app.dataset[app.sample_in_view()]["blur"] == max(in_bar.values("blur"))  # ties: any
 
 
 def test_tag_beyond_threshold_tags_only_the_samples_in_the_view(app):
@@ -543,8 +576,7 @@ def test_score_with_heat_maps_summarize_click_an_issue_and_see_where_in_a_sample
     app.wait_for_grid_line("the whole dataset")
     app.click("Worst first, with heat maps")
     app.wait_for_grid_line("worst first by blur, with its heat maps")
-    tile = app.page.locator('[data-cy="fo-grid"] [data-cy="looker"]').first.bounding_box()
-    app.page.mouse.click(tile["x"] + tile["width"] / 2, tile["y"] + tile["height"] / 2)
+    app.open_first_tile()
     checkbox = app.page.locator('[data-cy="modal"] [data-cy="checkbox-blur_heatmap"] input')
     checkbox.wait_for(state="attached", timeout=30000)
     app.page.wait_for_selector(
@@ -605,3 +637,35 @@ def test_training_scheduled_from_the_app_runs_in_a_worker_and_the_panel_shows_it
     panel_dataset.reload()  # the worker, another process, added the run
     assert "contrast" in runs.list_model_keys(panel_dataset)
     assert "contrast" in app.dropdown_options("blur")
+
+
+def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
+    chromium, app_server, unscored_dataset
+):
+    from siamese_quality.core.defaults import DEFAULT_MODELS_VERSION, default_tasks
+
+    context, page = _new_page(chromium)
+    try:
+        app = App(page, unscored_dataset).goto(app_server)
+        page.get_by_text("No quality model yet").wait_for(timeout=60000)
+        first, then = (page.get_by_role("button", name=n, exact=True) for n in EMPTY_STATE_ACTIONS)
+        assert first.bounding_box()["y"] < then.bounding_box()["y"]  # offered first
+        first.click()
+        modal = page.locator('[data-cy="operators-prompt-modal"]')
+        modal.wait_for(timeout=30000)
+        for task in default_tasks():  # the form offers every task, all ticked
+            modal.get_by_text(task, exact=True).first.wait_for(timeout=30000)
+        page.wait_for_timeout(1000)  # the form resolves its inputs
+        modal.get_by_role("button", name="Execute", exact=True).click()
+        count = len(unscored_dataset)
+        page.get_by_text(re.compile(f"scored {count} of {count} samples")).wait_for(timeout=120000)
+        # the panel leaves its empty state by itself: the bundled models' charts
+        app.wait_for_traces("Calibration", 2)
+        unscored_dataset.reload()
+        assert sorted(runs.list_model_keys(unscored_dataset)) == sorted(default_tasks())
+        for task in default_tasks():
+            assert unscored_dataset.count(task) == len(unscored_dataset), task
+        description = unscored_dataset.get_field("blur").description
+        assert f"bundled default model v{DEFAULT_MODELS_VERSION}" in description
+    finally:
+        context.close()
