@@ -214,6 +214,9 @@ def score(
     patch's value in the model's unit, with the model's trained range of magnitudes as
     its ``range``, which the App draws over the image in its sample view.
 
+    ``num_workers`` processes each decode and score whole batches of ``batch_size``
+    images (default: none below 200 images, else one per CPU, up to 8).
+
     With ``num_shards > 1`` nothing is scored here: the fields are created and
     ``num_shards`` delegated operations over disjoint parts of ``samples`` are
     queued, for any number of ``fiftyone delegated launch`` workers to run.
