@@ -27,7 +27,12 @@ import torch.nn.functional as nnf
 
 from .. import __version__
 from .calibration import MonotoneCalibration
-from .defaults import DefaultModelError, default_architecture, load_default_model
+from .defaults import (
+    DefaultModelError,
+    default_architecture,
+    default_version,
+    load_default_model,
+)
 from .distortions import get_distortion
 from .errors import InvalidOption
 from .evaluation import EvaluationSet, evaluation_report, magnitude_grid, render_evaluation_set
@@ -501,9 +506,17 @@ def _start_run(
         start_state = copy.deepcopy(branch.state_dict())
     else:
         branch = QualityBranch(config.backbone, config.pretrained).to(device)
-    run = _Run(config, view, branch, batches, data.checkpoint, device, started, max_steps)
-    run.start_state = start_state
-    return run
+    return _Run(
+        config,
+        view,
+        branch,
+        batches,
+        data.checkpoint,
+        device,
+        started,
+        max_steps,
+        start_state=start_state,
+    )
 
 
 def fine_tuning_confidence(
@@ -554,8 +567,6 @@ def _against_the_start(
 ) -> dict:
     """init="default": the bundled start's held-out numbers beside the kept model's, on
     the same held-out images, and which of the two the checkpoint images kept."""
-    from .defaults import default_version
-
     start = load_default_model(run.config.task)
     version = default_version(start)
     calibrate_and_report(start, data.held_out)  # on this dataset's held-out images
