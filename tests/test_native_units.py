@@ -32,7 +32,8 @@ def _photo(name: str) -> np.ndarray:
 
 
 def _add_damaged_copies(dataset: fo.Dataset, folder, photo: np.ndarray) -> None:
-    """Blurred, pixelated, noisy and JPEG copies of ``photo`` (field ``case``), as files."""
+    """Blurred, pixelated, noisy, exposed and JPEG copies of ``photo`` (field ``case``), as
+    files."""
     copies = {}
     for sigma in (1.0, 3.0):
         copies[f"blur_{sigma:g}"] = cv2.GaussianBlur(photo, (0, 0), sigma)
@@ -49,6 +50,10 @@ def _add_damaged_copies(dataset: fo.Dataset, folder, photo: np.ndarray) -> None:
     for sigma in (4, 12, 24):
         noisy = photo.astype(np.float64) + rng.normal(0, sigma, photo.shape)
         copies[f"noise_{sigma}"] = np.clip(noisy, 0, 255).round().astype(np.uint8)
+    linear = (photo / 255.0) ** 2.2  # exposure as a camera applies it: gain in linear light
+    for stops in (-1.0, 1.0):
+        exposed = 255.0 * np.clip(linear * 2.0**stops, 0, 1) ** (1 / 2.2)
+        copies[f"exposure_{stops:+g}"] = exposed.round().astype(np.uint8)
     for name, pixels in copies.items():
         path = str(folder / f"{name}.png")
         Image.fromarray(pixels).save(path)
@@ -138,3 +143,15 @@ def test_a_photo_with_gaussian_noise_of_sigma_12_reads_sigma_12(bundled_values):
     # "pixelation_1" is the photo as it is
     ordered = [sigma[case] for case in ("pixelation_1", "noise_4", "noise_12", "noise_24")]
     assert ordered == sorted(ordered), sigma
+
+
+def test_a_stop_of_exposure_either_way_moves_brightness_that_way_by_many_levels(
+    photos_dataset,
+):
+    """Brightness speaks HSV value levels (0-255): a stop of exposure (gain in linear
+    light, as a camera applies it) on a photo no training saw moves the field that way,
+    by about the levels a stop moves its midtones (30-40)."""
+    brightness = _train_and_read(photos_dataset, "brightness")
+    as_shot = brightness["pixelation_1"]  # the photo itself
+    assert brightness["exposure_+1"] - as_shot > 15, brightness
+    assert as_shot - brightness["exposure_-1"] > 15, brightness
