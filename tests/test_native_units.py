@@ -1,9 +1,10 @@
 """Fields speak the units of the stored image: what a user's photo went through.
 
-Photos are damaged at their own resolution by OpenCV and NumPy (not the library's code),
-put in a real FiftyOne dataset and read back through the SDK: blur after ``sq.train``
-with a fixed seed and step budget on other real photos (training is what puts the units
-there), JPEG, pixelation and noise by the bundled default models (``sq.assess``: the
+Photos are damaged at their own resolution by OpenCV and NumPy (not the library's code;
+exposure by the benchmark's ``core.degradations``, which shares none with training), put
+in a real FiftyOne dataset and read back through the SDK: blur and brightness after
+``sq.train`` with a fixed seed and step budget on other real photos (training is what
+puts the units there), JPEG, pixelation and noise by the bundled default models (``sq.assess``: the
 same training code, run by ``benchmarks/build_default_models.py``) on a photo they never
 saw.
 """
@@ -17,6 +18,7 @@ from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality.core.defaults import manifest
+from siamese_quality.core.degradations import exposure_gain
 from siamese_quality.demo import SKIMAGE_COLOR_PHOTOS, SKIMAGE_GRAYSCALE_PHOTOS
 
 pytestmark = pytest.mark.slow
@@ -50,10 +52,8 @@ def _add_damaged_copies(dataset: fo.Dataset, folder, photo: np.ndarray) -> None:
     for sigma in (4, 12, 24):
         noisy = photo.astype(np.float64) + rng.normal(0, sigma, photo.shape)
         copies[f"noise_{sigma}"] = np.clip(noisy, 0, 255).round().astype(np.uint8)
-    linear = (photo / 255.0) ** 2.2  # exposure as a camera applies it: gain in linear light
-    for stops in (-1.0, 1.0):
-        exposed = 255.0 * np.clip(linear * 2.0**stops, 0, 1) ** (1 / 2.2)
-        copies[f"exposure_{stops:+g}"] = exposed.round().astype(np.uint8)
+    for stops in (-1.0, 1.0):  # the benchmark's exposure: gain in linear light
+        copies[f"exposure_{stops:+g}"] = exposure_gain(photo, stops, rng)
     for name, pixels in copies.items():
         path = str(folder / f"{name}.png")
         Image.fromarray(pixels).save(path)
@@ -149,8 +149,8 @@ def test_a_stop_of_exposure_either_way_moves_brightness_that_way_by_many_levels(
     photos_dataset,
 ):
     """Brightness speaks HSV value levels (0-255): a stop of exposure (gain in linear
-    light, as a camera applies it) on a photo no training saw moves the field that way,
-    by about the levels a stop moves its midtones (30-40)."""
+    light, as a camera applies it) on a photo no training saw moves the field that way.
+    A stop moves midtones by 30-40 levels, less where highlights clip."""
     brightness = _train_and_read(photos_dataset, "brightness")
     as_shot = brightness["pixelation_1"]  # the photo itself
     assert brightness["exposure_+1"] - as_shot > 15, brightness
