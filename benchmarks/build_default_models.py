@@ -44,20 +44,25 @@ BENCHMARK_FOLDS, HELD_OUT_FOLD = 3, 0  # native_quality.py's folds: fold 0 is ne
 
 def training_photos() -> tuple[list[str], list[str]]:
     """(photos to train on, benchmark photos kept out)."""
+
+    photos, grey = default_photos()
+    kept_out = [p for i, p in enumerate(photos) if i % BENCHMARK_FOLDS == HELD_OUT_FOLD]
+    train = [p for p in photos if p not in kept_out] + grey + opencv_photos()
+    return train, kept_out
+
+
+def opencv_photos() -> list[str]:
+    """OpenCV's 21 sample photos, downloaded once from PyPI into the benchmark cache."""
     import tempfile
 
     from fetch_opencv_photos import PHOTOS, download_sdist, write_opencv_photos
 
-    photos, grey = default_photos()
-    kept_out = [p for i, p in enumerate(photos) if i % BENCHMARK_FOLDS == HELD_OUT_FOLD]
     folder = os.path.join(CACHE, "opencv_photos")
     if not all(os.path.isfile(os.path.join(folder, name)) for name in PHOTOS):
         sdist = os.path.join(tempfile.gettempdir(), "opencv-python-4.10.0.84.tar.gz")
         download_sdist(sdist)
         write_opencv_photos(folder, sdist)
-    opencv = [os.path.join(folder, name) for name in PHOTOS]
-    train = [p for p in photos if p not in kept_out] + grey + opencv
-    return train, kept_out
+    return [os.path.join(folder, name) for name in PHOTOS]
 
 
 def build(task: str, photos: list[str], out: str, seed: int = 0) -> dict:

@@ -253,11 +253,13 @@ def score_fold(fold, seed, train, records, tasks, args, models="trained") -> lis
         else:
             sq.score(test, key=list(tasks), progress=False)
         score_seconds = time.monotonic() - started
-        indices, *columns = test.values(["index", *tasks])
+        # every model's field, and its confidence where the model tells one
+        read = [*tasks, *(f"{t}_confidence" for t in tasks if test.has_field(f"{t}_confidence"))]
+        indices, *columns = test.values(["index", *read])
         scored = [dict(r) for r in records]
-        for task, column in zip(tasks, columns, strict=True):
+        for name, column in zip(read, columns, strict=True):
             for i, value in zip(indices, column, strict=True):
-                scored[i][task] = value
+                scored[i][name] = value
         print(
             f"    scored {len(records)} files with {len(tasks)} models in {score_seconds:.0f} s",
             flush=True,

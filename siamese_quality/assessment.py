@@ -55,10 +55,12 @@ def _plan_task(dataset: fo.Dataset, task: str, bundled: str, upgrade: bool) -> T
 
 def _check_new_fields(dataset: fo.Dataset, task: str, folder: str, heatmaps: bool) -> None:
     """A task's model is about to be added: none of its fields may exist yet."""
-    from .core.defaults import default_view_kind
+    from .core.defaults import default_architecture, default_view_kind
+    from .core.model import get_backbone
 
     view_kind = default_view_kind(task, folder)
-    for target in (f"{task}{suffix}" for suffix in field_suffixes(view_kind, heatmaps)):
+    confidence = get_backbone(default_architecture(task, folder)["backbone"]).confidence
+    for target in (f"{task}{suffix}" for suffix in field_suffixes(view_kind, heatmaps, confidence)):
         if dataset.has_field(target):
             raise InvalidOption(
                 "tasks",

@@ -11,6 +11,9 @@ on each sample of the collection (``field`` is their common prefix, ``"quality"`
 - ``quality_severity``: how bad the sample is by that model, on the scale every model
   shares (:func:`~siamese_quality.core.severity.relative_severity`): 0 for an
   undistorted image, 1 at the worse end of the model's trained range (clipped to 1).
+  A model that tells how sure it is (rotation: ``rotation_confidence``) has its
+  severity weighted by that confidence: a tilt read off a photo with no upright is not
+  an issue to act on.
 - ``quality_percentile``: the sample's percentile by that model: the share of the
   summarized samples that are less bad (ties count half), from 0 to 1.
 
@@ -63,6 +66,7 @@ class ScoredModel:
     key: str
     field: str
     distortion: dict
+    confidence_field: str | None = None  # weighs the severity (see the module doc)
 
 
 def summary_fields(field: str = DEFAULT_FIELD) -> dict[str, str]:
@@ -84,9 +88,11 @@ def scored_models(samples, keys: Sequence[str] | None = None) -> list[ScoredMode
     found = []
     for key in available if keys is None else list(keys):
         field = value_field(model_fields(dataset, key))
-        distortion = runs.model_config(dataset, key).distortion
-        if field and dataset.has_field(field) and distortion:
-            found.append(ScoredModel(key, field, distortion))
+        config = runs.model_config(dataset, key)
+        if field and dataset.has_field(field) and config.distortion:
+            confidence = f"{field}_confidence"
+            sure = confidence if config.confidence and dataset.has_field(confidence) else None
+            found.append(ScoredModel(key, field, config.distortion, sure))
         elif keys is not None:
             raise ValueError(f"model {key!r} has not scored this dataset yet: score it first")
     return found
@@ -142,13 +148,20 @@ def _check_targets(dataset: fo.Dataset, targets: list[str], overwrite: bool) -> 
                 )
 
 
-def _worst_issues(models: list[ScoredModel], columns: list[list]) -> tuple[np.ndarray, ...]:
+def _severities(model: ScoredModel, values: list, confidence: list | None) -> np.ndarray:
+    """A model's 0-1 severity per sample, weighted by its confidence where it tells one."""
+    severity = np.clip(relative_severity(model.distortion, np.array(values, dtype=float)), 0, 1)
+    if confidence is None:
+        return severity
+    return severity * np.array([np.nan if c is None else c for c in confidence], dtype=float)
+
+
+def _worst_issues(
+    models: list[ScoredModel], columns: list[list], confidences: list[list | None]
+) -> tuple[np.ndarray, ...]:
     """(index of the worst model or -1, severity, percentile) per sample."""
     severities = np.stack(
-        [
-            np.clip(relative_severity(m.distortion, np.array(c, dtype=float)), 0.0, 1.0)
-            for m, c in zip(models, columns, strict=True)
-        ],
+        [_severities(*item) for item in zip(models, columns, confidences, strict=True)],
         axis=1,
     )
     percentiles = np.stack([mid_rank_percentiles(s) for s in severities.T], axis=1)
@@ -214,8 +227,11 @@ def summarize(
         raise ValueError("no model has scored this dataset yet: train and score one first")
     names = summary_fields(field)
     check_summary_fields(dataset, field, overwrite)
-    ids, *columns = samples.values(["id", *(m.field for m in models)])
-    worst, severity, percentile = _worst_issues(models, columns)
+    sure = [m.confidence_field for m in models if m.confidence_field]
+    ids, *columns = samples.values(["id", *(m.field for m in models), *sure])
+    read = dict(zip(sure, columns[len(models) :], strict=True))
+    confidences = [read.get(m.confidence_field) for m in models]
+    worst, severity, percentile = _worst_issues(models, columns[: len(models)], confidences)
     issues = [models[i].key if i >= 0 else None for i in worst]
     _write(dataset, ids, names, [m.key for m in models], issues, worst, severity, percentile)
     counts = {m.key: issues.count(m.key) for m in models}

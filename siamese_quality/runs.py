@@ -98,6 +98,8 @@ class ModelConfig:
     library_version: str = ""
     fields: list[str] = dataclasses.field(default_factory=list)
     record_version: int = 1
+    # the model tells how sure it is of each value (writes ``<field>_confidence``)
+    confidence: bool = False
 
     @property
     def view_kind(self) -> str:
@@ -151,6 +153,7 @@ def register_model(
         library_version=__version__,
         fields=list(fields or []),
         record_version=RECORD_VERSION,
+        confidence=model.reports_confidence,
         complete=False,
     )
     samples.register_run(key, config, overwrite=overwrite, cleanup=False)

@@ -27,13 +27,17 @@ if TYPE_CHECKING:
 Samples = fo.core.collections.SampleCollection
 
 
-def field_suffixes(view_kind: str, heatmaps: bool = False) -> tuple[str, ...]:
+def field_suffixes(
+    view_kind: str, heatmaps: bool = False, confidence: bool = False
+) -> tuple[str, ...]:
     """Suffixes of the fields a model whose view is of ``view_kind`` writes ("" is the
     value; models that read patches add their grid, ``_patches``, and on request the
-    same grid as a heat map the App overlays, ``_heatmap``)."""
+    same grid as a heat map the App overlays, ``_heatmap``; models that tell how sure
+    they are add ``_confidence``)."""
+    suffixes = FIELD_SUFFIXES + (("_confidence",) if confidence else ())
     if view_kind != "patches":
-        return FIELD_SUFFIXES
-    return (*FIELD_SUFFIXES, "_patches", *(("_heatmap",) if heatmaps else ()))
+        return suffixes
+    return (*suffixes, "_patches", *(("_heatmap",) if heatmaps else ()))
 
 
 def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
@@ -50,6 +54,8 @@ def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
         "_fingerprint": "size and modification time of the image file, and the sha256 of "
         f"the weights, when {name} scored it (finds files changed since, and values "
         "written by another model)",
+        "_confidence": f"how sure {name} is of the {model.task} value, 0-1 (the share of "
+        "the image's long straight lines that agree with it; low: no upright to read)",
         "_patches": f"{model.task} in {model.unit} of each patch, rows of the grid over the "
         f"image (top to bottom, left to right); {name}",
         "_heatmap": f"where the image shows {model.task}: each patch's value in {model.unit}, "
@@ -68,6 +74,7 @@ _FIELD_TYPES = {
     "": (fo.FloatField, None),
     "_raw": (fo.FloatField, None),
     "_fingerprint": (fo.StringField, None),
+    "_confidence": (fo.FloatField, None),
     "_patches": (fo.ListField, fo.ListField),  # rows of values
     "_heatmap": (fo.EmbeddedDocumentField, fo.Heatmap),
 }
@@ -121,7 +128,8 @@ class ScoringPlan:
         ]
 
     def suffixes(self, key: str) -> tuple[str, ...]:
-        return field_suffixes(self.models[key].view.kind, self.heatmaps)
+        model = self.models[key]
+        return field_suffixes(model.view.kind, self.heatmaps, model.reports_confidence)
 
 
 def check_scoring_request(
@@ -159,8 +167,9 @@ def check_scoring_request(
         runs.require_model(dataset, k)
     owners = runs.owned_fields(dataset)
     for k, name in zip(keys, fields, strict=True):
-        view_kind = runs.model_config(dataset, k).view_kind
-        for target in (f"{name}{suffix}" for suffix in field_suffixes(view_kind, heatmaps)):
+        config = runs.model_config(dataset, k)
+        suffixes = field_suffixes(config.view_kind, heatmaps, config.confidence)
+        for target in (f"{name}{suffix}" for suffix in suffixes):
             owner = owners.get(target)
             if dataset.has_field(target) and owner != k and not overwrite:
                 who = f"model {owner!r}" if owner else "you (not siamese_quality)"
@@ -377,6 +386,8 @@ def _sample_values(plan: ScoringPlan, batch, position: int) -> dict[str, object]
     for key, name in plan.fields.items():
         values[name] = float(batch.calibrated[key][position])
         values[f"{name}_raw"] = float(batch.raw[key][position])
+        if key in batch.confidence:
+            values[f"{name}_confidence"] = round(float(batch.confidence[key][position]), 4)
         if key in batch.patches:
             grid = plan.models[key].calibrated(batch.patches[key][position])
             values[f"{name}_patches"] = np.round(grid, 4).tolist()

@@ -16,15 +16,20 @@ COUNT = 12
 def two_models(image_dataset, tiny_model_files):
     """The 12 images scored by a blur and a rotation model, their values then set by hand
     to a known story: sample 0 is very blurred, sample 1 much tilted, the rest mild."""
+    return image_dataset, _tell_story(image_dataset, tiny_model_files)
+
+
+def _tell_story(dataset, model_files: dict[str, str]) -> list:
+    """Scores ``dataset`` with the blur and rotation files, then sets the story's values."""
     for task in ("blur", "rotation"):
-        sq.import_model(image_dataset, tiny_model_files[task], key=task)
-    sq.score(image_dataset, key=["blur", "rotation"], progress=False)
-    ids = image_dataset.values("id")
+        sq.import_model(dataset, model_files[task], key=task)
+    sq.score(dataset, key=["blur", "rotation"], progress=False)
+    ids = dataset.values("id")
     blur = [6.0, 0.2] + [0.1 + 0.05 * i for i in range(COUNT - 2)]
     rotation = [0.5, -12.0] + [0.3 - 0.1 * i for i in range(COUNT - 2)]
-    image_dataset.set_values("blur", dict(zip(ids, blur, strict=True)), key_field="id")
-    image_dataset.set_values("rotation", dict(zip(ids, rotation, strict=True)), key_field="id")
-    return image_dataset, ids
+    dataset.set_values("blur", dict(zip(ids, blur, strict=True)), key_field="id")
+    dataset.set_values("rotation", dict(zip(ids, rotation, strict=True)), key_field="id")
+    return ids
 
 
 def test_each_sample_gets_the_model_that_finds_it_worst_and_how_bad(two_models):
@@ -37,12 +42,37 @@ def test_each_sample_gets_the_model_that_finds_it_worst_and_how_bad(two_models):
     assert issue[0] == "blur" and issue[1] == "rotation"
     blur_high = sq.model_info(dataset, "blur").distortion["high"]
     assert severity[0] == pytest.approx(min(1.0, 6.0 / blur_high), abs=1e-4)
-    assert severity[1] == pytest.approx(12.0 / 15.0, abs=1e-4)  # tilt: 15 degrees either way
+    tilt_high = sq.model_info(dataset, "rotation").distortion["high"]  # degrees either way
+    assert severity[1] == pytest.approx(12.0 / tilt_high, abs=1e-4)
     # the worst of 12 by its issue: 11.5 of the 12 are less bad (itself counts half)
     assert percentile[0] == pytest.approx(11.5 / COUNT, abs=1e-4) == percentile[1]
     assert all(0.0 <= s <= 1.0 for s in severity) and all(0.0 < p < 1.0 for p in percentile)
     assert sum(summary["issues"].values()) == COUNT
     assert "0 to 1" in dataset.get_field("quality_percentile").description
+
+
+def test_a_tilt_read_off_no_upright_is_not_the_worst_issue(
+    image_dataset, tiny_model_files, tmp_path
+):
+    """The same story told by a rotation model that writes its confidence (lines): sure
+    of every reading, the tilt is sample 1's issue; with no confidence in sample 1 (no
+    straight line), its severity is weighted down and blur is the issue."""
+    from conftest import TINY_TRAINING, dead_leaves_image
+
+    from siamese_quality.core.training import TrainingConfig, train_pretext_model
+
+    images = [dead_leaves_image(100 + i, (120, 96)) for i in range(6)]
+    config = TrainingConfig(task="rotation", backbone="lines", **TINY_TRAINING)
+    path = str(tmp_path / "lines.pt")
+    train_pretext_model(images, config).save(path)
+    ids = _tell_story(image_dataset, {"blur": tiny_model_files["blur"], "rotation": path})
+    image_dataset.set_values("rotation_confidence", [1.0] * COUNT)
+    sq.summarize(image_dataset)
+    assert image_dataset.values("quality_issue")[1] == "rotation"
+
+    image_dataset.set_values("rotation_confidence", {ids[1]: 0.0}, key_field="id")
+    sq.summarize(image_dataset)
+    assert image_dataset.values("quality_issue")[1] == "blur"
 
 
 def test_a_view_is_ranked_and_written_alone(two_models):

@@ -8,6 +8,7 @@ import pytest
 
 import siamese_quality as sq
 from siamese_quality import PLUGIN_NAME
+from siamese_quality.core.distortions import ROTATION_MAX_DEGREES
 
 PANEL_URI = f"{PLUGIN_NAME}/quality_panel"
 
@@ -161,7 +162,7 @@ def test_switching_models_replaces_every_chart_with_the_chosen_models_points(
     assert curve["x"] == calibration["x"]  # exactly the stored points, none left over
     assert replaced["distribution"] == []  # rotation has not scored this dataset
     # two-sided: the largest severity is the range's half, not its width
-    assert out["state"]["severity_max"] == 15.0
+    assert out["state"]["severity_max"] == ROTATION_MAX_DEGREES
 
 
 def test_model_not_scored_yet_offers_scoring(image_dataset, tiny_model_files):

@@ -314,7 +314,8 @@ def test_task_defaults_fill_only_the_options_left_open():
     # blur reads 64-px patches at the image's own resolution, 16 per image
     blur = TrainingConfig(task="blur").resolved()
     assert (blur.working_resolution, blur.patch_count) == (64, 16)
-    assert TrainingConfig(task="rotation").resolved().working_resolution == 128
+    rotation = TrainingConfig(task="rotation").resolved()
+    assert (rotation.backbone, rotation.working_resolution) == ("orientation", 128)
     chosen = TrainingConfig(
         task="contrast", backbone="small_cnn", working_resolution=96, patch_fraction=0.5
     ).resolved()

@@ -246,6 +246,36 @@ class OrientationHistogramNet(nn.Module):
         return self.reader(histogram) - self.reader(mirrored)
 
 
+class LineTiltNet(nn.Module):
+    """Tilt scorer: the tilt that the image's long straight lines agree on
+    (:func:`siamese_quality.core.tilt.read_tilt`), in degrees, as its one feature.
+
+    The front end is fixed (OpenCV's line-segment detector, on the CPU); training fits
+    the head's one weight and the calibration. Beside the score it reports a
+    confidence (:meth:`confidence`): the share of the lines' vote that agrees with the
+    reading, low for a photo with no upright.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.out_features = 1
+
+    @staticmethod
+    def readings(x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) 0-255 levels -> (N, 2): tilt in degrees, confidence 0-1."""
+        from .tilt import read_tilt
+
+        grey = x.detach().mean(dim=1).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        values = [read_tilt(image) for image in grey]
+        return torch.tensor(values, dtype=torch.float32, device=x.device).view(len(x), 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readings(x)[:, :1]
+
+    def confidence(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readings(x)[:, 1]
+
+
 class TonalReachNet(nn.Module):
     """Contrast scorer's front end: how far the tones reach from the mean grey, per tail.
 
@@ -318,6 +348,8 @@ class BackboneSpec:
             twice as fast on NHWC tensors on a CPU)
         head: ``"mlp"`` (features -> 64 -> 1) or ``"odd_linear"`` (one weight, no bias:
             keeps an encoder's mirror-odd score odd, see :class:`OrientationHistogramNet`)
+        confidence: the encoder also tells how sure it is of each score, 0-1
+            (``encoder.confidence``, see :class:`LineTiltNet`)
     """
 
     name: str
@@ -326,6 +358,8 @@ class BackboneSpec:
     std: tuple[float, float, float] = _SMALL_CNN_STD
     channels_last: bool = False
     head: str = "mlp"
+    # the encoder has ``confidence(x) -> (N,)``: its models also write ``<field>_confidence``
+    confidence: bool = False
 
 
 def _from_scratch(
@@ -394,6 +428,7 @@ for _spec in (
     _scratch("pixel_grid", PixelGridNet, **_RAW),
     _scratch("noise_residual", NoiseResidualNet, **_RAW),
     _scratch("orientation", OrientationHistogramNet, head="odd_linear"),
+    _scratch("lines", LineTiltNet, head="odd_linear", confidence=True, **_RAW),
     _scratch("tonal", TonalReachNet, **_RAW),
     BackboneSpec("resnet18", _torchvision("resnet18"), **_IMAGENET),
     BackboneSpec("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), **_IMAGENET),
@@ -461,6 +496,17 @@ class QualityBranch(nn.Module):
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(chunks) if chunks else torch.empty(0)
+
+    @torch.inference_mode()
+    def confidence(self, images: torch.Tensor) -> torch.Tensor | None:
+        """How sure the encoder is of each uint8 image's score (N,), 0-1, or None when
+        its backbone does not say (``BackboneSpec.confidence``)."""
+        if not get_backbone(self.backbone).confidence:
+            return None
+        x = images.to(torch.float32)
+        if not self.reads_raw_levels:
+            x = x.sub(self.mean).div(self.std)
+        return self.encoder.confidence(x).float().cpu()
 
     def for_inference(self) -> QualityBranch:
         """An eval-mode copy with each batch norm folded into its convolution: the same

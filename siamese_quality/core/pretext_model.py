@@ -16,7 +16,7 @@ import torch
 from .calibration import MonotoneCalibration
 from .distortions import Distortion, get_distortion
 from .images import ImageFile, ImageSource
-from .model import QualityBranch
+from .model import QualityBranch, get_backbone
 from .views import View, branch_scores, view_from_dict
 
 FORMAT = "siamese_quality.pretext_model"
@@ -109,6 +109,18 @@ class PretextModel:
             self._scoring_branch = self.branch.for_inference()
         flat = self._scoring_branch.score(images.flatten(0, 1), batch_size)
         return flat.view(n, count).numpy().astype(np.float64)
+
+    @property
+    def reports_confidence(self) -> bool:
+        """Whether the branch tells how sure it is of each score (see :meth:`confidences`)."""
+        return get_backbone(self.branch.backbone).confidence
+
+    def confidences(self, images: torch.Tensor) -> np.ndarray | None:
+        """How sure the branch is of each prepared image's score (N,), 0-1 (the mean
+        over an image's patches), or None when its backbone does not say."""
+        n, count = images.shape[:2]
+        values = self.branch.confidence(images.flatten(0, 1))
+        return None if values is None else values.view(n, count).mean(1).numpy().astype(float)
 
     def calibrated(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
         """Raw scores -> magnitudes in the distortion's unit."""

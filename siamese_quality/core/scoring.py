@@ -31,6 +31,8 @@ class ScoredBatch:
     # columns); local models only
     patches: dict[str, list[np.ndarray]] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)  # {"index", "kind", "message"}
+    # model name -> how sure it is of each score, 0-1; models whose backbone says only
+    confidence: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -102,8 +104,8 @@ def default_num_workers(count: int) -> int:
 
 def score_loaded(batch: _LoadedBatch, models: dict[str, PretextModel]) -> ScoredBatch:
     """Every model's scores of a loaded batch: raw, calibrated and, for local models,
-    each image's patch grid."""
-    raw, calibrated, patches = {}, {}, {}
+    each image's patch grid, and for models that tell it, their confidence."""
+    raw, calibrated, patches, confidence = {}, {}, {}, {}
     for name, model in models.items() if batch.indices else ():
         pixels = model.view.pixels
         scores = model.patch_scores(batch.images[pixels])
@@ -114,7 +116,9 @@ def score_loaded(batch: _LoadedBatch, models: dict[str, PretextModel]) -> Scored
             patches[name] = [
                 row.reshape(grids[pixels]) for row, grids in zip(scores, batch.grids, strict=True)
             ]
-    return ScoredBatch(batch.indices, raw, calibrated, patches, batch.failures)
+        if model.reports_confidence:
+            confidence[name] = model.confidences(batch.images[pixels])
+    return ScoredBatch(batch.indices, raw, calibrated, patches, batch.failures, confidence)
 
 
 class ScoredFiles(torch.utils.data.Dataset):
