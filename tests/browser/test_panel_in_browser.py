@@ -486,7 +486,9 @@ def _fullest_bar(app, above_zero: bool = False) -> tuple[int, float, float]:
     return index, edges[index], edges[index + 1]
 
 
-def test_worst_first_after_a_bar_click_keeps_the_filter_and_shows_the_worst_first(app, shots):
+def test_worst_first_after_a_bar_click_keeps_the_filter_then_tag_beyond_threshold_tags_the_view(
+    app, shots
+):
     index, low, high = _fullest_bar(app)
     in_bar = actions.in_range(app.dataset, "blur", low, high)
     app.click_bar(index)
@@ -503,9 +505,11 @@ def test_worst_first_after_a_bar_click_keeps_the_filter_and_shows_the_worst_firs
     # sidebar names it
     app.open_first_tile()
     assert app.dataset[app.sample_in_view()]["blur"] == max(in_bar.values("blur"))  # ties: any
+    app.close_sample()
 
-
-def test_tag_beyond_threshold_tags_only_the_samples_in_the_view(app):
+    # then tagging, from the whole dataset again (one test: each page load costs 15-35 s)
+    app.click("Clear filter")
+    app.wait_for_grid_line("the whole dataset")
     index, low, high = _fullest_bar(app, above_zero=True)
     in_bar = actions.in_range(app.dataset, "blur", low, high)
     app.click_bar(index)
@@ -582,8 +586,16 @@ def test_score_with_heat_maps_summarize_click_an_issue_and_see_where_in_a_sample
     app.page.wait_for_selector(
         '[data-cy="modal-looker-container"] canvas[canvas-loaded="true"]', timeout=30000
     )
-    app.page.wait_for_timeout(1500)
-    assert checkbox.is_checked()  # the panel turned the heat maps on, for the modal too
+    # the panel turned the heat maps on, for the modal too (under load the modal's sidebar
+    # shows the active fields a few seconds after its canvas)
+    app.page.wait_for_function(
+        """() => { const box = document.querySelector(
+            '[data-cy="modal"] [data-cy="checkbox-blur_heatmap"] input');
+            return box !== null && box.checked; }""",
+        timeout=30000,
+    )
+    app.page.wait_for_timeout(1500)  # the map drawn over the photo
+    assert checkbox.is_checked()
     app.page.screenshot(path=os.path.join(shots, "quality-panel-heatmap.png"))
     with_map = _looker_pixels(app)
     checkbox.click()  # off: the same sample, the photo alone
@@ -660,7 +672,11 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
         count = len(unscored_dataset)
         page.get_by_text(re.compile(f"scored {count} of {count} samples")).wait_for(timeout=120000)
         # the panel leaves its empty state by itself: the bundled models' charts
-        app.wait_for_traces("Calibration", 2)
+        try:
+            app.wait_for_traces("Calibration", 2)
+        except AssertionError:  # seen once in a full local run under load: say what showed
+            print("PANEL", page.inner_text("body")[:1500], "CALLS", app.calls[-20:])
+            raise
         unscored_dataset.reload()
         assert sorted(runs.list_model_keys(unscored_dataset)) == sorted(default_tasks())
         for task in default_tasks():
