@@ -549,6 +549,8 @@ def test_score_with_heat_maps_summarize_click_an_issue_and_see_where_in_a_sample
     """The whole flow: the score operator (with heat maps) from the operator browser, the
     Overview's summary, an issue bar that shows its samples worst first, and a sample
     opened with its heat map drawn over it."""
+    from playwright.sync_api import expect
+
     modal = '[data-cy="operators-prompt-modal"]'
     app.open_operator("score samples")
     app.page.locator(modal).get_by_text("Heat maps of where", exact=True).click()
@@ -588,14 +590,8 @@ def test_score_with_heat_maps_summarize_click_an_issue_and_see_where_in_a_sample
     )
     # the panel turned the heat maps on, for the modal too (under load the modal's sidebar
     # shows the active fields a few seconds after its canvas)
-    app.page.wait_for_function(
-        """() => { const box = document.querySelector(
-            '[data-cy="modal"] [data-cy="checkbox-blur_heatmap"] input');
-            return box !== null && box.checked; }""",
-        timeout=30000,
-    )
+    expect(checkbox).to_be_checked(timeout=30000)
     app.page.wait_for_timeout(1500)  # the map drawn over the photo
-    assert checkbox.is_checked()
     app.page.screenshot(path=os.path.join(shots, "quality-panel-heatmap.png"))
     with_map = _looker_pixels(app)
     checkbox.click()  # off: the same sample, the photo alone
