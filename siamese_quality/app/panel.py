@@ -569,8 +569,10 @@ class QualityPanel(foo.Panel):
         heatmap = ctx.panel.state.heatmap
         if not heatmap:
             return
-        ctx.ops.set_active_fields(fields=[heatmap])
         self.worst_first(ctx, note=", with its heat maps")
+        # after the view: the App sets the sidebar's active fields again on a view change,
+        # and the maps stayed off (in the sample view too) when that came second
+        ctx.ops.set_active_fields(fields=[heatmap])
 
     def open_assess(self, ctx):
         ctx.prompt(f"{PLUGIN_NAME}/assess_quality")
