@@ -77,3 +77,17 @@ def test_metrics_on_perfect_and_reversed_predictions():
     reversed_ = correlation_metrics(true[::-1], true)
     assert reversed_["spearman"] == pytest.approx(-1)
     assert correlation_metrics(np.ones(10), true)["pearson"] == 0.0  # constant: no NaN
+
+
+def test_an_identity_calibration_keeps_a_reading_in_its_unit_and_survives_saving():
+    """A reader that already measures degrees: the value is the score over its whole
+    span (no clipping to the magnitudes it was checked on), and only the band is fitted."""
+    calibration = MonotoneCalibration.identity(
+        (-45.0, 45.0), [-14.0, -2.0, 3.0, 15.0], [-15, 0, 5, 15]
+    )
+    restored = MonotoneCalibration.from_dict(calibration.to_dict())
+    assert restored.kind == "identity"
+    assert restored.predict([-30.0, 0.5, 25.0]).tolist() == [-30.0, 0.5, 25.0]
+    assert restored.predict([60.0]).tolist() == [45.0]
+    # the band comes from the points: the copy read -14 was turned by -15
+    assert [bound[0] for bound in restored.interval([-14.0])] == [-15.0, -15.0]

@@ -57,9 +57,10 @@ def test_a_photo_with_no_upright_reads_low_confidence():
 
 @pytest.mark.slow
 def test_line_rotation_models_write_a_confidence_field(dataset_factory, tmp_path, rocket):
-    """sq.train (backbone="lines", step budget, fixed seed) on real photos, sq.score on
-    turned copies: the value reads the angle in degrees, and ``rotation_confidence``
-    separates the photo with an upright from a texture."""
+    """sq.train (backbone="lines") on real photos, sq.score on turned copies: the value
+    reads the angle in degrees, beyond the +-15 that other rotation models train on (a
+    fitted calibration clipped +25 to about +15), nothing trains, and
+    ``rotation_confidence`` separates the photo with an upright from a texture."""
     dataset = dataset_factory()
     for name in ("astronaut", "coffee", "chelsea", "camera", "brick", "grass", "gravel"):
         path = str(tmp_path / f"{name}.png")
@@ -70,12 +71,13 @@ def test_line_rotation_models_write_a_confidence_field(dataset_factory, tmp_path
     for case, pixels in {
         "rocket_+15": rotation(rocket, 15.0, rng),
         "rocket_-8": rotation(rocket, -8.0, rng),
+        "rocket_+25": rotation(rocket, 25.0, rng),
         "grass_+10": rotation(grass, 10.0, rng),
     }.items():
         path = str(tmp_path / f"{case}.png")
         Image.fromarray(pixels).save(path)
         dataset.add_sample(fo.Sample(filepath=path, tags=["test"], case=case))
-    sq.train(
+    info = sq.train(
         dataset.match_tags("train"),
         task="rotation",
         backbone="lines",
@@ -92,6 +94,72 @@ def test_line_rotation_models_write_a_confidence_field(dataset_factory, tmp_path
     sure = dict(zip(*test.values(["case", "rotation_confidence"]), strict=True))
     assert read["rocket_+15"] == pytest.approx(15.0, abs=2.5)
     assert read["rocket_-8"] == pytest.approx(-8.0, abs=2.5)
+    assert read["rocket_+25"] == pytest.approx(25.0, abs=2.5)
+    assert (info.training["steps"], info.training["stop_reason"]) == (0, "reads_units")
     assert min(sure["rocket_+15"], sure["rocket_-8"]) > 0.6 > 0.3 > sure["grass_+10"]
     description = dataset.get_field("rotation_confidence").description
     assert "how sure" in description and "0-1" in description
+
+
+def test_rotation_starts_from_torchvision_weights_from_torch_cache_or_a_local_file(
+    dataset_factory, tmp_path, monkeypatch
+):
+    """``pretrained=True`` reads torchvision's weights from torch's cache (an offline
+    machine copies the file there), a path reads that file; a broken cached file says
+    what to do. The weights here are a random init saved by the test."""
+    import torch
+    import torchvision.models as tvm
+
+    from siamese_quality.core.model import QualityBranch
+    from siamese_quality.core.pretext_model import PretextModel
+    from siamese_quality.runs import run_config
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(7)
+    reference = tvm.mobilenet_v3_small(weights=None).state_dict()
+    url = tvm.get_model_weights("mobilenet_v3_small").DEFAULT.url
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    torch.save(reference, cached)
+    first_conv = next(k for k in reference if k.endswith("weight"))
+    from_cache = QualityBranch("mobilenet_v3_small", pretrained=True)
+    assert torch.equal(from_cache.encoder.state_dict()[first_conv], reference[first_conv])
+
+    dataset = dataset_factory()
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "brick"):
+        path = str(tmp_path / f"{name}.png")
+        Image.fromarray(np.asarray(getattr(skimage.data, name)())).save(path)
+        dataset.add_sample(fo.Sample(filepath=path))
+    sq.train(
+        dataset,
+        task="rotation",
+        backbone="mobilenet_v3_small",
+        pretrained=str(cached),
+        max_seconds=None,
+        max_steps=2,
+        validation_every=1,
+        images_per_batch=2,
+        learning_rate=1e-4,
+        progress=False,
+    )
+    config = run_config(dataset, "rotation")
+    trained = PretextModel.load(config["weights_path"]).branch.encoder.state_dict()[first_conv]
+    # two small steps from the file: near its weights, far from any other start
+    other_start = tvm.mobilenet_v3_small(weights=None).state_dict()[first_conv]
+    assert (trained - reference[first_conv]).abs().max() < 0.01
+    assert (other_start - reference[first_conv]).abs().max() > 0.1
+
+    cached.write_bytes(b"an interrupted download")
+    with pytest.raises(RuntimeError, match="copy the file there, or pass its path"):
+        QualityBranch("mobilenet_v3_small", pretrained=True)
+
+
+def test_a_quarter_turn_is_not_a_tilt(rocket):
+    """Tilt is read modulo 90 degrees: a portrait stored on its side (with no EXIF tag
+    to turn it back) reads its small tilt, not 90 degrees; orientation is another
+    question, and EXIF orientation is applied when the image is decoded."""
+    turned = _grey(rotation(rocket, 7.0, np.random.default_rng(0)))
+    for quarter_turns in (1, 3):
+        tilt, confidence = read_tilt(np.ascontiguousarray(np.rot90(turned, quarter_turns)))
+        assert tilt == pytest.approx(7.0, abs=1.5)
+        assert confidence > 0.6

@@ -73,7 +73,31 @@ class MonotoneCalibration:
         self.x, self.y = (_isotonic_curve if kind == "isotonic" else _linear_curve)(
             scores, magnitudes, weights
         )
+        return self._fit_band(scores, magnitudes, band_bins)
 
+    @classmethod
+    def identity(
+        cls,
+        span: tuple[float, float],
+        scores: Sequence[float],
+        magnitudes: Sequence[float],
+        band_bins: int = 12,
+    ) -> MonotoneCalibration:
+        """The map ``value = score`` over ``span``, for a reader whose score already is
+        the magnitude; only the band is fitted, to (score, magnitude) points."""
+        calibration = cls()
+        calibration.kind = "identity"
+        calibration.x = [float(span[0]), float(span[1])]
+        calibration.y = list(calibration.x)
+        scores = np.asarray(scores, dtype=np.float64)
+        magnitudes = np.asarray(magnitudes, dtype=np.float64)
+        if scores.shape != magnitudes.shape or scores.size < 1:
+            raise ValueError("the band needs at least one (score, magnitude) point")
+        return calibration._fit_band(scores, magnitudes, band_bins)
+
+    def _fit_band(
+        self, scores: np.ndarray, magnitudes: np.ndarray, band_bins: int
+    ) -> MonotoneCalibration:
         order = np.argsort(scores)
         bins = [b for b in np.array_split(order, min(band_bins, scores.size)) if b.size]
         residual_sets = [magnitudes[b] for b in bins]

@@ -246,14 +246,18 @@ class OrientationHistogramNet(nn.Module):
         return self.reader(histogram) - self.reader(mirrored)
 
 
+# what the line reader can say: a segment's offset from the nearest axis
+LINE_TILT_SPAN = (-45.0, 45.0)
+
+
 class LineTiltNet(nn.Module):
     """Tilt scorer: the tilt that the image's long straight lines agree on
     (:func:`siamese_quality.core.tilt.read_tilt`), in degrees, as its one feature.
 
-    The front end is fixed (OpenCV's line-segment detector, on the CPU); training fits
-    the head's one weight and the calibration. Beside the score it reports a
-    confidence (:meth:`confidence`): the share of the lines' vote that agrees with the
-    reading, low for a photo with no upright.
+    The front end is fixed (OpenCV's line-segment detector, on the CPU) and reads
+    degrees (``reads_units``): training only measures it on the held-out images.
+    Beside the score it reports a confidence (:meth:`confidence`): the share of the
+    lines' vote that agrees with the reading, low for a photo with no upright.
     """
 
     def __init__(self):
@@ -350,6 +354,10 @@ class BackboneSpec:
             keeps an encoder's mirror-odd score odd, see :class:`OrientationHistogramNet`)
         confidence: the encoder also tells how sure it is of each score, 0-1
             (``encoder.confidence``, see :class:`LineTiltNet`)
+        reads_units: the (low, high) span of the encoder's score where that score already
+            is the magnitude in the task's unit (:class:`LineTiltNet` measures degrees):
+            nothing trains, and the calibration is the identity over it, so no fit can
+            flatten a reading that was right
     """
 
     name: str
@@ -360,6 +368,7 @@ class BackboneSpec:
     head: str = "mlp"
     # the encoder has ``confidence(x) -> (N,)``: its models also write ``<field>_confidence``
     confidence: bool = False
+    reads_units: tuple[float, float] | None = None
 
 
 def _from_scratch(
@@ -383,7 +392,17 @@ def _torchvision(name: str) -> Callable[[bool | str], tuple[nn.Module, int]]:
         import torchvision.models as tvm
 
         weights = tvm.get_model_weights(name).DEFAULT if pretrained is True else None
-        model = tvm.get_model(name, weights=weights)
+        try:
+            model = tvm.get_model(name, weights=weights)
+        except Exception as error:  # offline, or a broken cached download
+            if weights is None:
+                raise
+            cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+            raise RuntimeError(
+                f"could not load torchvision's ImageNet weights for {name} ({error}). They "
+                f"download once to {cache}; on an offline machine copy the file there, or "
+                "pass its path as pretrained"
+            ) from error
         if isinstance(pretrained, str | os.PathLike):
             state = _load_state_dict_file(os.fspath(pretrained))
             missing, _ = model.load_state_dict(state, strict=False)
@@ -428,7 +447,9 @@ for _spec in (
     _scratch("pixel_grid", PixelGridNet, **_RAW),
     _scratch("noise_residual", NoiseResidualNet, **_RAW),
     _scratch("orientation", OrientationHistogramNet, head="odd_linear"),
-    _scratch("lines", LineTiltNet, head="odd_linear", confidence=True, **_RAW),
+    _scratch(
+        "lines", LineTiltNet, head="odd_linear", confidence=True, reads_units=LINE_TILT_SPAN, **_RAW
+    ),
     _scratch("tonal", TonalReachNet, **_RAW),
     BackboneSpec("resnet18", _torchvision("resnet18"), **_IMAGENET),
     BackboneSpec("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), **_IMAGENET),

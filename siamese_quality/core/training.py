@@ -37,7 +37,7 @@ from .distortions import get_distortion
 from .errors import InvalidOption
 from .evaluation import EvaluationSet, evaluation_report, magnitude_grid, render_evaluation_set
 from .images import ImageFile, ImageLoadError, ImageSource
-from .model import BACKBONES, QualityBranch, pick_device
+from .model import BACKBONES, QualityBranch, get_backbone, pick_device
 from .pairs import Augmentation, GroupedBatch, GroupedBatches
 from .pretext_model import PretextModel
 from .views import PatchView, View, branch_scores, view_for
@@ -385,6 +385,9 @@ def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], N
         run.branch.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     run.best = {"spearman": -math.inf, "step": 0, "state": copy.deepcopy(run.branch.state_dict())}
+    if get_backbone(run.branch.backbone).reads_units and run.start_state is None:
+        run.stop_reason = "reads_units"  # a fixed reader: nothing to learn
+        return
     if run.start_state is not None:  # the start is a checkpoint like any other
         record = _check(run, [])
         run.history.append(record)
@@ -427,6 +430,13 @@ def calibrate_and_report(model: PretextModel, held_out: EvaluationSet) -> None:
     on the other half), Spearman from the raw scores, which calibration cannot reorder.
     """
     scores = branch_scores(model.branch, held_out.images, model.view).numpy().astype(np.float64)
+    span = get_backbone(model.branch.backbone).reads_units
+    if span is not None:  # already in the unit: these images only measure it
+        model.calibration = MonotoneCalibration.identity(span, scores, held_out.magnitudes)
+        model.evaluation = evaluation_report(
+            scores, held_out, model.task, calibration=model.calibration
+        )
+        return
     # a model that tells its confidence is calibrated on what it can read: copies of
     # photos with no upright would pull the tilt curve flat (-30 degrees read as -10)
     weights = model.confidences(held_out.images) if model.reports_confidence else None
@@ -475,7 +485,7 @@ def train_pretext_model(
     confidence = _settle_start_or_fine_tuned(run) if run.start_state is not None else None
     model = _best_model(run)
     calibrate_and_report(model, data.held_out)
-    model.evaluation["protocol"] = _protocol(data)
+    model.evaluation["protocol"] = _protocol(data, get_backbone(config.backbone).reads_units)
     model.training = _training_record(run, data)
     if run.start_state is not None:
         model.training["init"] = _against_the_start(run, data, model, confidence)
@@ -610,14 +620,22 @@ def _best_model(run: _Run) -> PretextModel:
     return PretextModel(branch.eval(), run.batches.distortion, run.view)
 
 
-def _protocol(data: TrainingData) -> dict:
+def _protocol(data: TrainingData, reads_units: tuple[float, float] | None = None) -> dict:
+    calibration = (
+        "fitted on the held-out images, which neither trained the model nor chose its "
+        "checkpoint; Pearson and MAE are two-fold cross-fitted over them (no image "
+        "calibrates its own prediction)"
+    )
+    if reads_units is not None:
+        calibration = (
+            "none fitted: the reader's value is the magnitude (identity); the held-out "
+            "images only measure it and set the error band"
+        )
     return {
         "checkpoint_images": data.counts["checkpoint"],
         "held_out_images": data.counts["held_out"],
         "train_images": data.counts["train"],
-        "calibration": "fitted on the held-out images, which neither trained the model "
-        "nor chose its checkpoint; Pearson and MAE are two-fold cross-fitted over them "
-        "(no image calibrates its own prediction)",
+        "calibration": calibration,
     }
 
 
