@@ -48,30 +48,26 @@ class MonotoneCalibration:
         kind: str = "isotonic",
         groups: Sequence[int] | None = None,
         band_bins: int = 12,
-        weights: Sequence[float] | None = None,
     ) -> MonotoneCalibration:
         """Fits the curve and band to (score, true magnitude) points.
 
         Args:
             kind: ``"isotonic"``, ``"linear"`` or ``"auto"`` (needs ``groups``)
             groups: the source image of each point, for ``kind="auto"``
-            weights: how much each point counts in the curve (a model's confidence:
-                points it cannot read would pull the curve flat); default equal
         """
         scores = np.asarray(scores, dtype=np.float64)
         magnitudes = np.asarray(magnitudes, dtype=np.float64)
-        weights = _weights(weights, scores.size)
         if scores.shape != magnitudes.shape or scores.size < 2:
             raise ValueError("calibration needs at least two (score, magnitude) points")
         if not (np.isfinite(scores).all() and np.isfinite(magnitudes).all()):
             raise ValueError("calibration points must be finite")
         if kind == "auto":
-            kind = _best_kind(scores, magnitudes, groups, weights)
+            kind = _best_kind(scores, magnitudes, groups)
         if kind not in self.KINDS:
             raise ValueError(f"kind must be one of {self.KINDS} or 'auto', got {kind!r}")
         self.kind = kind
         self.x, self.y = (_isotonic_curve if kind == "isotonic" else _linear_curve)(
-            scores, magnitudes, weights
+            scores, magnitudes
         )
         return self._fit_band(scores, magnitudes, band_bins)
 
@@ -144,19 +140,7 @@ class MonotoneCalibration:
         return calibration
 
 
-def _weights(weights: Sequence[float] | None, size: int) -> np.ndarray:
-    """Point weights, all positive (a floor keeps a fit possible where none is sure)."""
-    if weights is None:
-        return np.ones(size)
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (size,) or not np.isfinite(weights).all() or (weights < 0).any():
-        raise ValueError("calibration weights must be finite, non-negative, one per point")
-    return np.maximum(weights, 1e-3 * max(weights.max(), 1e-9))
-
-
-def _isotonic_curve(
-    scores: np.ndarray, magnitudes: np.ndarray, weights: np.ndarray
-) -> tuple[list, list]:
+def _isotonic_curve(scores: np.ndarray, magnitudes: np.ndarray) -> tuple[list, list]:
     """Centred isotonic regression (Oron & Flournoy, 2017).
 
     Plain isotonic regression gives a staircase whose flat steps erase the ranking
@@ -167,7 +151,7 @@ def _isotonic_curve(
 
     order = np.argsort(scores, kind="stable")
     x, y = scores[order], magnitudes[order]
-    fitted = IsotonicRegression(increasing=True).fit_transform(x, y, sample_weight=weights[order])
+    fitted = IsotonicRegression(increasing=True).fit_transform(x, y)
     starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
     ends = np.r_[starts[1:], len(x)]
     centres = [float(x[a:b].mean()) for a, b in zip(starts, ends, strict=True)]
@@ -175,34 +159,23 @@ def _isotonic_curve(
     return centres, values
 
 
-def _linear_curve(
-    scores: np.ndarray, magnitudes: np.ndarray, weights: np.ndarray
-) -> tuple[list, list]:
+def _linear_curve(scores: np.ndarray, magnitudes: np.ndarray) -> tuple[list, list]:
     """Least-squares line, as the two points where it meets the magnitude range."""
     low, high = float(magnitudes.min()), float(magnitudes.max())
     slope, intercept = (
-        np.polyfit(scores, magnitudes, 1, w=np.sqrt(weights))
-        if np.ptp(scores) > 0
-        else (0.0, float(np.average(magnitudes, weights=weights)))
+        np.polyfit(scores, magnitudes, 1) if np.ptp(scores) > 0 else (0.0, float(magnitudes.mean()))
     )
     if slope <= 0:  # no increasing relation: the best monotone line is flat
         return [float(np.median(scores))], [float(magnitudes.mean())]
     return [float((low - intercept) / slope), float((high - intercept) / slope)], [low, high]
 
 
-def _best_kind(
-    scores: np.ndarray, magnitudes: np.ndarray, groups: Sequence[int] | None, weights: np.ndarray
-) -> str:
+def _best_kind(scores: np.ndarray, magnitudes: np.ndarray, groups: Sequence[int] | None) -> str:
     if groups is None or np.unique(np.asarray(groups)).size < 2:
         return "isotonic"
     errors = {
-        kind: np.average(
-            (
-                cross_fitted_predictions(scores, magnitudes, groups, kind=kind, weights=weights)
-                - magnitudes
-            )
-            ** 2,
-            weights=weights,
+        kind: np.mean(
+            (cross_fitted_predictions(scores, magnitudes, groups, kind=kind) - magnitudes) ** 2
         )
         for kind in MonotoneCalibration.KINDS
     }
@@ -215,7 +188,6 @@ def cross_fitted_predictions(
     groups: Sequence[int],
     folds: int = 2,
     kind: str = "isotonic",
-    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Calibrated predictions where no point's own image took part in its calibration.
 
@@ -226,17 +198,15 @@ def cross_fitted_predictions(
     scores = np.asarray(scores, dtype=np.float64)
     magnitudes = np.asarray(magnitudes, dtype=np.float64)
     groups = np.asarray(groups)
-    weights = _weights(weights, scores.size)
     unique = np.unique(groups)
     if unique.size < 2:
-        fitted = MonotoneCalibration().fit(scores, magnitudes, kind=kind, weights=weights)
-        return fitted.predict(scores)
+        return MonotoneCalibration().fit(scores, magnitudes, kind=kind).predict(scores)
     predictions = np.empty_like(scores)
     for fold in range(min(folds, unique.size)):
         held = np.isin(groups, unique[fold :: min(folds, unique.size)])
         train_groups = groups[~held] if kind == "auto" else None
         fitted = MonotoneCalibration().fit(
-            scores[~held], magnitudes[~held], kind=kind, groups=train_groups, weights=weights[~held]
+            scores[~held], magnitudes[~held], kind=kind, groups=train_groups
         )
         predictions[held] = fitted.predict(scores[held])
     return predictions

@@ -437,11 +437,8 @@ def calibrate_and_report(model: PretextModel, held_out: EvaluationSet) -> None:
             scores, held_out, model.task, calibration=model.calibration
         )
         return
-    # a model that tells its confidence is calibrated on what it can read: copies of
-    # photos with no upright would pull the tilt curve flat (-30 degrees read as -10)
-    weights = model.confidences(held_out.images) if model.reports_confidence else None
     model.calibration = MonotoneCalibration().fit(
-        scores, held_out.magnitudes, kind="auto", groups=held_out.groups, weights=weights
+        scores, held_out.magnitudes, kind="auto", groups=held_out.groups
     )
     model.evaluation = evaluation_report(scores, held_out, model.task)
 
