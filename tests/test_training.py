@@ -240,6 +240,9 @@ def test_training_skips_unreadable_images_and_stops_when_too_few_remain(tmp_path
     model = train_pretext_model([*good, str(broken), str(tmp_path / "missing.png")], config)
     kinds = sorted(s["kind"] for s in model.training["skipped_images"])
     assert kinds == ["missing", "not_an_image"]
+    # 6 files plan 2 checkpoint images; 4 readable train with 1 rather than refuse
+    assert len(model.training["roles"]["checkpoint"]) == 1
+    assert len(model.training["roles"]["train"]) == 1
     with pytest.raises(ValueError, match="Too few readable images.*1 of 3 could be read"):
         train_pretext_model([good[0], str(broken), str(tmp_path / "missing.png")], config)
 
