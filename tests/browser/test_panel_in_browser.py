@@ -661,7 +661,14 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
         page.wait_for_timeout(1000)  # the form resolves its inputs
         modal.get_by_role("button", name="Execute", exact=True).click()
         count = len(unscored_dataset)
-        page.get_by_text(re.compile(f"scored {count} of {count} samples")).wait_for(timeout=120000)
+        try:
+            done = page.get_by_text(re.compile(f"scored {count} of {count} samples"))
+            done.wait_for(timeout=120000)
+        except Exception:  # seen in fresh-clone runs under load: say what the user saw
+            unscored_dataset.reload()
+            print("MODELS", runs.list_model_keys(unscored_dataset), "CALLS", app.calls[-20:])
+            print("PAGE", page.inner_text("body")[:1500])
+            raise
         # the panel leaves its empty state by itself: the bundled models' charts
         try:
             app.wait_for_traces("Calibration", 2)
