@@ -267,11 +267,15 @@ def prepare_training_data(
         except ImageLoadError as e:
             skipped.append({"index": int(index), "kind": e.kind, "message": str(e)})
             continue
-        role = _next_role(roles, n_checkpoint, n_held_out)
-        if role == "train":
-            roles[role].append(_training_source(image, view, augmentation, tiles, rng))
-        else:
+        if len(roles["checkpoint"]) < n_checkpoint:
+            role = "checkpoint"
             roles[role].append(render_evaluation_set([image], distortion, view, grid))
+        elif len(roles["held_out"]) < n_held_out:
+            role = "held_out"
+            roles[role].append(render_evaluation_set([image], distortion, view, grid))
+        else:
+            role = "train"
+            roles[role].append(_training_source(image, view, augmentation, tiles, rng))
         indices[role].append(int(index))
     _give_up_a_checkpoint_image(roles, indices, n_held_out, images, view, augmentation, tiles, rng)
     if not roles["train"]:
@@ -292,23 +296,19 @@ def prepare_training_data(
     )
 
 
-def _next_role(roles: dict[str, list], n_checkpoint: int, n_held_out: int) -> str:
-    if len(roles["checkpoint"]) < n_checkpoint:
-        return "checkpoint"
-    return "held_out" if len(roles["held_out"]) < n_held_out else "train"
-
-
-def _give_up_a_checkpoint_image(roles, indices, n_held_out: int, images, view, *source) -> None:
+def _give_up_a_checkpoint_image(
+    roles, indices, n_held_out: int, images, view, augmentation, tiles: int, rng
+) -> None:
     """Unreadable files left a role short: the second checkpoint image fills it, held-out
-    first (its copies are rendered alike), else it trains (``source``: what
-    :func:`_training_source` needs beside the image and view)."""
+    first (its copies are rendered alike), else it trains."""
     if len(roles["checkpoint"]) > 1 and len(roles["held_out"]) < n_held_out:
         roles["held_out"].append(roles["checkpoint"].pop())
         indices["held_out"].append(indices["checkpoint"].pop())
     if len(roles["checkpoint"]) > 1 and not roles["train"]:
         roles["checkpoint"].pop()
         index = indices["checkpoint"].pop()
-        roles["train"].append(_training_source(ImageFile(images[index]), view, *source))
+        image = ImageFile(images[index])
+        roles["train"].append(_training_source(image, view, augmentation, tiles, rng))
         indices["train"].append(index)
 
 
@@ -395,7 +395,7 @@ def _check(run: _Run, losses: list[float]) -> dict:
     positions = run.batches.distortion.position(torch.as_tensor(run.checkpoint.magnitudes))
     config = run.config
     val_loss = ranking_loss(
-        scores.float(),
+        scores,
         positions.float(),
         torch.as_tensor(run.checkpoint.groups),
         config.cross_image_weight,
