@@ -32,12 +32,15 @@ def _call(
     )
     assert result.error is None, result.error
     out = {"state": dict(state or {}), "data": {}, "render": None, "triggers": [], "data_ops": []}
+    out["sent"], out["patches"] = [], []  # every request's name; the state patches
     for request in result.executor.to_json()["requests"]:
         name, p = request["operator_uri"].split("/")[-1], request["params"]
+        out["sent"].append(name)
         if name == "set_panel_state":
             out["state"].update(p["state"])
         elif name == "patch_panel_state":
             out["state"].update(p["state"])
+            out["patches"].append(p["state"])
         elif name == "set_panel_data":  # replaces everything the browser holds
             out["data"] = dict(p["data"])
             out["data_ops"].append(name)
@@ -237,8 +240,9 @@ def test_polling_picks_up_new_models_and_shows_queued_jobs(scored_dataset, tiny_
 
     scored_dataset.persistent = True  # delegated operations name a stored dataset
     state = _call(scored_dataset, "on_load")["state"]
+    state = _call(scored_dataset, "poll", state)["state"]  # notes when the panel opened
     quiet = _call(scored_dataset, "poll", state)
-    assert quiet["data_ops"] == []  # nothing changed: no chart is redrawn
+    assert quiet["sent"] == []  # nothing changed: nothing sent, so the App redraws nothing
 
     sq.import_model(scored_dataset, tiny_model_files["rotation"], key="rotation")
     out = _call(scored_dataset, "poll", state)
@@ -255,6 +259,21 @@ def test_polling_picks_up_new_models_and_shows_queued_jobs(scored_dataset, tiny_
             DelegatedOperationService().delete_operation(ObjectId(operation))
     out = _call(scored_dataset, "poll", out["state"])
     assert out["state"]["jobs"] == "" and out["data_ops"] == ["set_panel_data"]
+
+
+def test_an_event_sends_one_state_patch_of_what_changed_then_its_layout(scored_dataset):
+    """Each state patch made the App redraw every chart: one per event, of changes only."""
+    first = _call(scored_dataset, "on_load")
+    assert first["sent"].count("patch_panel_state") == 1, first["sent"]
+    assert first["sent"][-1] == "show_panel_output"
+    again = _call(scored_dataset, "on_load", first["state"])
+    assert again["patches"] == [] and again["render"] is not None  # nothing new to patch
+    # the browser writes what a chart shows back into the state: a view change drops it
+    drawn = {**first["state"], "distribution": [{"x": [1.0], "y": [3]}]}
+    moved = _call(scored_dataset, "on_change_view", drawn, view=scored_dataset.limit(3))
+    (patch,) = moved["patches"]
+    assert patch["distribution"] is None and "model" not in patch  # unchanged: not sent
+    assert moved["sent"].count("patch_panel_data") == 1  # both of its charts at once
 
 
 def _shown(dataset, out) -> fo.DatasetView:

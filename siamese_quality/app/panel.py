@@ -169,6 +169,11 @@ class QualityPanel(foo.Panel):
 
     # --- lifecycle -------------------------------------------------------------------
 
+    def execute(self, ctx):
+        from siamese_quality.app.panel_events import is_panel_event, run_panel_event
+
+        return run_panel_event(self, ctx) if is_panel_event(ctx) else super().execute(ctx)
+
     def on_load(self, ctx):
         from siamese_quality import runs
 
@@ -196,8 +201,9 @@ class QualityPanel(foo.Panel):
         # only the histogram follows the view; its traces keep their lengths, so a patch
         # replaces every bar (no GridFS read of the model's results)
         self._forget_drawn_traces(ctx, ["distribution", "issues"])
-        ctx.panel.data.distribution = self._distribution(ctx, field)
-        ctx.panel.data.issues = self._overview(ctx)
+        ctx.panel.data.set(  # one patch: each makes the App redraw the charts
+            {"distribution": self._distribution(ctx, field), "issues": self._overview(ctx)}
+        )
         self._describe_grid(ctx)
 
     def on_change_model(self, ctx):
