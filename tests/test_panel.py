@@ -14,14 +14,21 @@ PANEL_URI = f"{PLUGIN_NAME}/quality_panel"
 
 
 def _call(
-    dataset, method: str, state: dict | None = None, params: dict | None = None, view=None
+    dataset,
+    method: str,
+    state: dict | None = None,
+    params: dict | None = None,
+    view=None,
+    sample: str | None = None,
 ) -> dict:
-    """Runs a panel method; returns the new state, data patches, output and triggers."""
+    """Runs a panel method (``sample``: the id the App's sample view shows); returns the
+    new state, data patches, output and triggers."""
     result = foo.execute_operator(
         PANEL_URI,
         ctx={
             "dataset": dataset,
             "view": view if view is not None else dataset.view(),
+            "current_sample": sample,
             "params": {
                 "__method__": method,
                 "panel_id": "p1",
@@ -370,3 +377,27 @@ def test_the_panel_offers_the_heat_maps_and_shows_them_worst_first(scored_datase
     assert triggers["set_active_fields"] == {"fields": ["blur_heatmap"]}
     worst_first = sq.actions.worst_first(scored_dataset, "blur").values("id")
     assert _set_view_of(scored_dataset, shown).values("id") == worst_first
+
+    # a sample opened from that view shows its heat map; one opened elsewhere, the App's
+    # own choice; a move to the next sample keeps what the user turned on or off
+    view, sample = _set_view_of(scored_dataset, shown), worst_first[0]
+    for grid, fields in ((view, ["blur_heatmap"]), (scored_dataset.view(), None)):
+        opened = _call(
+            scored_dataset, "on_change_current_sample", shown["state"], view=grid, sample=sample
+        )
+        sent = [
+            t["params"]
+            for t in opened["triggers"]
+            if t["operator_uri"].endswith("set_active_fields")
+        ]
+        assert sent == ([{"fields": fields}] if fields else []), sent
+    moved = _call(
+        scored_dataset,
+        "on_change_current_sample",
+        opened["state"],
+        view=view,
+        sample=worst_first[1],
+    )
+    assert moved["sent"] == []
+    closed = _call(scored_dataset, "on_change_current_sample", moved["state"], view=view)
+    assert closed["state"]["sample_open"] is False

@@ -206,6 +206,17 @@ class QualityPanel(foo.Panel):
         )
         self._describe_grid(ctx)
 
+    def on_change_current_sample(self, ctx):
+        """A sample opened from a view the panel set shows that view's fields (its heat
+        map): the App copies the grid's active fields into the sample view as it opens,
+        and under load they were the App's defaults again by then (FiftyOne 1.22)."""
+        opened = ctx.current_sample is not None
+        if opened and not ctx.panel.state.sample_open:
+            fields = (_panel_action(ctx, ctx.view) or {}).get("active_fields")
+            if fields:
+                ctx.ops.set_active_fields(fields=fields)  # the sample view's, once open
+        ctx.panel.state.sample_open = opened
+
     def on_change_model(self, ctx):
         ctx.panel.state.model = ctx.params.get("value")
         self._refresh(ctx)
@@ -495,18 +506,24 @@ class QualityPanel(foo.Panel):
             return fo.DatasetView._build(ctx.dataset, action["base"])
         return ctx.view
 
-    def _set_view(self, ctx, base, view, text: str, kind: str) -> None:
-        """Shows ``view`` in the grid and remembers what it is, for the state line."""
+    def _set_view(
+        self, ctx, base, view, text: str, kind: str, active_fields: list[str] | None = None
+    ) -> None:
+        """Shows ``view`` in the grid and remembers what it is, for the state line (and
+        which fields a sample opened from it shows)."""
         action = {"text": text, "kind": kind, "base": base._serialize()}
+        if active_fields:
+            action["active_fields"] = active_fields
         ctx.store(ACTIONS_STORE).set(_last_stage_uuid(view), action, ttl=ACTION_TTL_S)
         ctx.ops.set_view(view)
 
-    def worst_first(self, ctx, note: str = ""):
+    def worst_first(self, ctx, note: str = "", active_fields: list[str] | None = None):
         from siamese_quality import actions
 
         field, base = ctx.panel.state.field, self._base_view(ctx, "order")
         view = actions.worst_first(base, field)
-        self._set_view(ctx, base, view, f"worst first by `{field}`{note}", "order")
+        text = f"worst first by `{field}`{note}"
+        self._set_view(ctx, base, view, text, "order", active_fields)
 
     def best_first(self, ctx):
         from siamese_quality import actions
@@ -575,7 +592,7 @@ class QualityPanel(foo.Panel):
         heatmap = ctx.panel.state.heatmap
         if not heatmap:
             return
-        self.worst_first(ctx, note=", with its heat maps")
+        self.worst_first(ctx, note=", with its heat maps", active_fields=[heatmap])
         # after the view: the App sets the sidebar's active fields again on a view change,
         # and the maps stayed off (in the sample view too) when that came second
         ctx.ops.set_active_fields(fields=[heatmap])

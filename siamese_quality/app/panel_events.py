@@ -13,7 +13,7 @@ from __future__ import annotations
 from fiftyone.operators.panel import PanelRefBase, PanelRefState
 
 # the events answered with a layout only when they changed something
-QUIET_WHEN_UNCHANGED = frozenset({"poll"})
+QUIET_WHEN_UNCHANGED = frozenset({"poll", "on_change_current_sample"})
 _NOT_EVENTS = (None, "on_startup")
 
 
@@ -51,7 +51,8 @@ def run_panel_event(panel, ctx):
     ctx.panel._state = state  # where FiftyOne 1.22's PanelRef keeps the state it hands out
     ctx.event_args = ctx.params.get("event_args", {})
     result = getattr(panel, method_name)(ctx) if hasattr(panel, method_name) else None
-    # a poll that redraws anything writes state too (the view it drew for, the signature)
+    # a quiet event that redraws anything writes state too (the view it drew for, the
+    # signature, whether a sample is open)
     if state.flush() or method_name not in QUIET_WHEN_UNCHANGED:
         ctx.ops.show_panel_output(panel.render(ctx))
     return result
