@@ -145,14 +145,27 @@ def unscored_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app_server(panel_dataset):
+def logs(tmp_path_factory) -> str:
+    """Where the App server and the worker write their logs (a pipe nobody reads would
+    block them once full), printed when a test fails on what they did."""
+    return str(tmp_path_factory.mktemp("logs"))
+
+
+def _log_tail(path: str, chars: int = 4000) -> str:
+    with open(path, errors="replace") as log:
+        return log.read()[-chars:]
+
+
+@pytest.fixture(scope="module")
+def app_server(panel_dataset, logs):
     port = _free_port()
+    log_path = os.path.join(logs, "app_server.log")
     server = subprocess.Popen(
         [sys.executable, "-m", "fiftyone.server.main", "--port", str(port)]
         + ["--address", "127.0.0.1"],
         env={**os.environ, **SCHEDULING_ENV},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=open(log_path, "w"),  # noqa: SIM115 (the server holds it until it ends)
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -164,7 +177,7 @@ def app_server(panel_dataset):
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
                     raise RuntimeError(
-                        f"App server did not start: {server.stderr.read().decode()[-2000:]}"
+                        f"App server did not start: {_log_tail(log_path, 2000)}"
                     ) from None
                 time.sleep(0.2)
         _warm_up(base, panel_dataset.name)
@@ -589,7 +602,7 @@ def test_score_with_heat_maps_summarize_click_an_issue_and_see_where_in_a_sample
 
 
 def test_the_train_form_follows_its_fields_and_a_scheduled_run_ends_in_the_panel(
-    app, panel_dataset, shots
+    app, panel_dataset, shots, logs
 ):
     """The training form's fields that depend on another field follow it; then the
     training, scheduled from the App, runs in a worker and the panel shows its model
@@ -621,11 +634,12 @@ def test_the_train_form_follows_its_fields_and_a_scheduled_run_ends_in_the_panel
     app.page.screenshot(path=os.path.join(shots, "quality-panel-job-queued.png"))
 
     fiftyone_cli = os.path.join(os.path.dirname(sys.executable), "fiftyone")
+    worker_log = os.path.join(logs, "worker.log")
     worker = subprocess.Popen(
         [fiftyone_cli, "delegated", "launch"],
         env={**os.environ, **SCHEDULING_ENV},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=open(worker_log, "w"),  # noqa: SIM115 (the worker holds it until it ends)
     )
     try:
         # the panel notices the job ending by itself: no reload
@@ -633,6 +647,9 @@ def test_the_train_form_follows_its_fields_and_a_scheduled_run_ends_in_the_panel
         job.filter(has_text="running").wait_for(timeout=120000)  # the worker's progress
         app.page.screenshot(path=os.path.join(shots, "quality-panel-job-running.png"))
         job.wait_for(state="detached", timeout=300000)
+    except Exception:
+        print("WORKER LOG", _log_tail(worker_log))
+        raise
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -644,7 +661,7 @@ def test_the_train_form_follows_its_fields_and_a_scheduled_run_ends_in_the_panel
 
 
 def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
-    chromium, app_server, unscored_dataset
+    chromium, app_server, unscored_dataset, logs
 ):
     from siamese_quality.core.defaults import DEFAULT_MODELS_VERSION, default_tasks
 
@@ -667,8 +684,14 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
             done.wait_for(timeout=120000)
         except Exception:  # seen in fresh-clone runs under load: say what the user saw
             unscored_dataset.reload()
-            print("MODELS", runs.list_model_keys(unscored_dataset), "CALLS", app.calls[-20:])
-            print("PAGE", page.inner_text("body")[:1500])
+            print("MODELS", runs.list_model_keys(unscored_dataset, include_incomplete=True))
+            print("COMPLETE", runs.list_model_keys(unscored_dataset), "CALLS", app.calls[-20:])
+            error = page.get_by_text("Error occurred during operator execution")
+            if error.count():
+                error.first.click()  # the App folds the error's message and trace under it
+                page.wait_for_timeout(500)
+            print("PAGE", page.inner_text("body")[:4000])
+            print("APP SERVER LOG", _log_tail(os.path.join(logs, "app_server.log")))
             raise
         # the panel leaves its empty state by itself: the bundled models' charts
         try:
