@@ -3,6 +3,8 @@ the view target, and how a message goes beside the field at fault."""
 
 from __future__ import annotations
 
+import contextlib
+
 import fiftyone.operators.types as types
 from fiftyone.core.fields import FloatField, IntField
 
@@ -86,8 +88,43 @@ def images_only(ctx, inputs) -> bool:
 
 def view_target(ctx, inputs, action: str) -> None:
     """The choice of what the operator acts on (dataset, current view, selected samples);
-    ``execute`` reads it with ``ctx.target_view()``."""
+    ``execute`` reads it with :func:`own_target_view`."""
     inputs.view_target(ctx, action_description=action)
+
+
+@contextlib.contextmanager
+def own_dataset(ctx):
+    """The App's dataset, as an object only this execution uses; on exit, the App's
+    shared object is reloaded, to see what the execution wrote (or wrote before failing).
+
+    The App server keeps one object per dataset and reloads it on every request (the
+    panel's poll: every 3 s), from other threads. A reload between a change to the
+    dataset's schema or runs and its save dropped that change: an App-side assess
+    under load wrote a field without its description (FiftyOne 1.22). An operator that
+    changes the dataset works on an object of its own.
+    """
+    import fiftyone as fo
+
+    # FiftyOne's constructor of an instance outside its per-name cache
+    dataset = fo.Dataset._make_instance(ctx.dataset.name, _create=False)
+    try:
+        yield dataset
+    finally:
+        ctx.dataset.reload()
+
+
+@contextlib.contextmanager
+def own_target_view(ctx):
+    """``ctx.target_view()`` (what the form's view target chose), on :func:`own_dataset`."""
+    import fiftyone as fo
+
+    target = ctx.target_view()
+    with own_dataset(ctx) as dataset:
+        yield (
+            dataset
+            if isinstance(target, fo.Dataset)
+            else fo.DatasetView._build(dataset, target._serialize())
+        )
 
 
 def multi_select(inputs, name: str, values: list[str], label: str, **kwargs) -> types.Property:

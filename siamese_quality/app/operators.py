@@ -146,13 +146,14 @@ class TrainModel(foo.Operator):
     def execute(self, ctx):
         import siamese_quality as sq
 
-        info = sq.train(
-            ctx.target_view(),
-            **_training_request(ctx, ctx.params["task"]),
-            progress=lambda record: ctx.set_progress(
-                progress=record["fraction"], label=f"step {record['step']}"
-            ),
-        )
+        with forms.own_target_view(ctx) as view:
+            info = sq.train(
+                view,
+                **_training_request(ctx, ctx.params["task"]),
+                progress=lambda record: ctx.set_progress(
+                    progress=record["fraction"], label=f"step {record['step']}"
+                ),
+            )
         if not ctx.delegated:
             # a toast, not a result dialog to close by hand; the panel redraws by itself
             ctx.ops.notify(_training_summary(info), variant="success")
@@ -242,9 +243,12 @@ class ScoreSamples(foo.Operator):
         return None
 
     def execute(self, ctx):
+        with forms.own_target_view(ctx) as view:
+            yield from self._score(ctx, view)
+
+    def _score(self, ctx, view):
         import siamese_quality.sdk as sdk
 
-        view = ctx.target_view()
         keys = ctx.params.get("keys") or forms.model_keys(ctx)
         fields = ctx.params.get("fields")  # set by a sharded parent
         overwrite = bool(ctx.params.get("overwrite", False))
@@ -343,11 +347,12 @@ class EvaluateModel(foo.Operator):
     def execute(self, ctx):
         import siamese_quality as sq
 
-        report = sq.evaluate(
-            ctx.target_view(),
-            key=ctx.params["key"],
-            implementation=ctx.params.get("implementation") or "reference",
-        )
+        with forms.own_target_view(ctx) as view:
+            report = sq.evaluate(
+                view,
+                key=ctx.params["key"],
+                implementation=ctx.params.get("implementation") or "reference",
+            )
         return {
             "metrics": report["metrics"],
             "baseline": report["baseline"],
@@ -389,7 +394,8 @@ class DeleteModel(foo.Operator):
     def execute(self, ctx):
         import siamese_quality as sq
 
-        deleted = sq.delete_model(ctx.dataset, ctx.params["key"])
+        with forms.own_dataset(ctx) as dataset:
+            deleted = sq.delete_model(dataset, ctx.params["key"])
         ctx.ops.reload_dataset()
         return {"deleted_fields": deleted}
 
@@ -455,12 +461,13 @@ class ImportModel(foo.Operator):
     def execute(self, ctx):
         import siamese_quality as sq
 
-        info = sq.import_model(
-            ctx.dataset,
-            ctx.params["path"],
-            key=ctx.params.get("key"),
-            overwrite=bool(ctx.params.get("overwrite", False)),
-        )
+        with forms.own_dataset(ctx) as dataset:
+            info = sq.import_model(
+                dataset,
+                ctx.params["path"],
+                key=ctx.params.get("key"),
+                overwrite=bool(ctx.params.get("overwrite", False)),
+            )
         ctx.ops.reload_dataset()
         return {"key": info.key}
 
@@ -638,14 +645,15 @@ class AssessQuality(foo.Operator):
             if ctx.delegated:
                 ctx.set_progress(progress=fraction, label="assessing")
 
-        result = sq.assess(
-            ctx.target_view(),
-            tasks=ctx.params.get("tasks") or None,
-            upgrade=bool(ctx.params.get("upgrade", False)),
-            heatmaps=bool(ctx.params.get("heatmaps", False)),
-            progress=progress,
-            num_workers=None if ctx.delegated else 0,  # no loader processes in the App
-        )
+        with forms.own_target_view(ctx) as view:
+            result = sq.assess(
+                view,
+                tasks=ctx.params.get("tasks") or None,
+                upgrade=bool(ctx.params.get("upgrade", False)),
+                heatmaps=bool(ctx.params.get("heatmaps", False)),
+                progress=progress,
+                num_workers=None if ctx.delegated else 0,  # no loader processes in the App
+            )
         if not ctx.delegated:
             ctx.ops.reload_dataset()
             ctx.ops.notify(result["message"], variant="success")
@@ -698,12 +706,13 @@ class SummarizeQuality(foo.Operator):
     def execute(self, ctx):
         import siamese_quality as sq
 
-        summary = sq.summarize(
-            ctx.target_view(),
-            keys=ctx.params.get("keys") or None,
-            field=ctx.params.get("field") or "quality",
-            overwrite=bool(ctx.params.get("overwrite", False)),
-        )
+        with forms.own_target_view(ctx) as view:
+            summary = sq.summarize(
+                view,
+                keys=ctx.params.get("keys") or None,
+                field=ctx.params.get("field") or "quality",
+                overwrite=bool(ctx.params.get("overwrite", False)),
+            )
         ctx.ops.reload_dataset()
         ctx.ops.notify(summary["message"], variant="success")
         return {"issues": summary["issues"], "summarized": summary["summarized"]}
