@@ -183,11 +183,13 @@ def app_server(panel_dataset, logs):
         _warm_up(base, panel_dataset.name)
         yield base
     finally:
+        # a terminated server takes about 9 s to shut down; its state is in the database
         server.terminate()
         try:
-            server.wait(timeout=30)
+            server.wait(timeout=3)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
