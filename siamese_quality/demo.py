@@ -256,8 +256,7 @@ TOP = 10  # the "worst first" samples a user looks at
 
 def _baseline_row(task: str, kinds: list[str], own: np.ndarray, truth: np.ndarray, images) -> dict:
     """The classical baseline's precision@10 and Spearman on the same files, or {}."""
-    from scipy.stats import spearmanr
-
+    from siamese_quality.core.calibration import spearman
     from siamese_quality.core.distortions import get_distortion
 
     distortion = get_distortion(task)
@@ -274,7 +273,7 @@ def _baseline_row(task: str, kinds: list[str], own: np.ndarray, truth: np.ndarra
     return {
         "baseline": distortion.baseline.name,
         "baseline_precision": sum(kinds[i] == task for i in worst) / TOP,
-        "baseline_spearman": float(spearmanr(values[own], truth[own])[0]),
+        "baseline_spearman": spearman(values[own], truth[own]),
     }
 
 
@@ -283,9 +282,9 @@ def demo_findings(dataset: fo.Dataset) -> list[dict]:
     and the Spearman of its field against the true magnitudes of that kind (clean photos
     at no damage); the same for the classical baseline on the same files."""
     import torch
-    from scipy.stats import spearmanr
 
     from siamese_quality import actions
+    from siamese_quality.core.calibration import spearman
     from siamese_quality.core.distortions import get_distortion
 
     kinds, magnitudes, paths = dataset.values(
@@ -308,7 +307,7 @@ def demo_findings(dataset: fo.Dataset) -> list[dict]:
                 "task": task,
                 "damaged": int(sum(k == task for k in kinds)),
                 "precision": sum(k == task for k in worst) / TOP,
-                "spearman": float(spearmanr(np.array(dataset.values(task))[own], truth[own])[0]),
+                "spearman": spearman(np.array(dataset.values(task))[own], truth[own]),
                 **_baseline_row(task, kinds, own, truth, images),
             }
         )

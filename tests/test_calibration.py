@@ -1,6 +1,7 @@
 """Calibration is monotone, serialises to JSON, and its metrics mean what they say."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from siamese_quality.core.calibration import (
     MonotoneCalibration,
     correlation_metrics,
     cross_fitted_predictions,
+    spearman,
 )
 
 
@@ -77,6 +79,17 @@ def test_metrics_on_perfect_and_reversed_predictions():
     reversed_ = correlation_metrics(true[::-1], true)
     assert reversed_["spearman"] == pytest.approx(-1)
     assert correlation_metrics(np.ones(10), true)["pearson"] == 0.0  # constant: no NaN
+
+
+def test_a_constant_reading_ranks_nothing_without_a_warning():
+    """The demo's table and training's checkpoint choice rank fields that can be
+    constant (a model trained for seconds): 0, not NaN and a scipy warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert spearman(np.ones(6), np.arange(6)) == 0.0
+        assert spearman(np.arange(6), np.ones(6)) == 0.0
+        assert spearman([1.0], [2.0]) == 0.0
+    assert spearman(np.arange(6), np.arange(6) ** 2) == pytest.approx(1.0)
 
 
 def test_an_identity_calibration_keeps_a_reading_in_its_unit_and_survives_saving():

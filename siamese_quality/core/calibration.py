@@ -223,17 +223,20 @@ def correlation_metrics(
     true = np.asarray(true, dtype=np.float64)
     metrics = {
         "pearson": _safe(stats.pearsonr, predicted, true),
-        "spearman": _safe(stats.spearmanr, predicted, true),
+        "spearman": spearman(predicted, true),
         "mae": float(np.mean(np.abs(predicted - true))),
     }
     if groups is not None:
         groups = np.asarray(groups)
-        per_image = [
-            _safe(stats.spearmanr, predicted[groups == g], true[groups == g])
-            for g in np.unique(groups)
-        ]
+        per_image = [spearman(predicted[groups == g], true[groups == g]) for g in np.unique(groups)]
         metrics["per_image_spearman"] = float(np.mean(per_image))
     return metrics
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation; 0 where either side is constant or shorter than 2
+    (no ranking: scipy would warn and give NaN)."""
+    return _safe(stats.spearmanr, np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
 def _safe(correlation, a: np.ndarray, b: np.ndarray) -> float:

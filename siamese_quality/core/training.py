@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as nnf
 
 from .. import __version__
-from .calibration import MonotoneCalibration
+from .calibration import MonotoneCalibration, spearman
 from .defaults import (
     DefaultModelError,
     default_architecture,
@@ -320,14 +320,6 @@ def _concatenate(sets: list[EvaluationSet]) -> EvaluationSet:
     )
 
 
-def _spearman(scores: np.ndarray, magnitudes: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if np.ptp(scores) == 0:
-        return 0.0
-    return float(spearmanr(scores, magnitudes)[0])
-
-
 def _budget_used(config: TrainingConfig, step: int, max_steps: float, started: float) -> float:
     """Fraction of the training budget spent: steps or seconds, whichever is further."""
     done = step / max_steps if math.isfinite(max_steps) else 0.0
@@ -407,7 +399,7 @@ def _check(run: _Run, losses: list[float]) -> dict:
         "epoch": run.epoch,
         "seconds": round(time.monotonic() - run.started, 2),
         "loss": float(np.mean(losses[-run.config.validation_every :])) if losses else None,
-        "val_spearman": _spearman(scores, run.checkpoint.magnitudes),
+        "val_spearman": spearman(scores, run.checkpoint.magnitudes),
         "val_loss": float(val_loss),
         "fraction": min(1.0, _budget_used(run.config, run.step, run.max_steps, run.started)),
     }
@@ -599,7 +591,7 @@ def fine_tuning_confidence(
         drawn = rng.integers(0, len(members), len(members))
         pick = np.concatenate([members[i] for i in drawn])
         truth = evaluation.magnitudes[pick]
-        wins += _spearman(tuned_scores[pick], truth) > _spearman(start_scores[pick], truth)
+        wins += spearman(tuned_scores[pick], truth) > spearman(start_scores[pick], truth)
     return wins / BOOTSTRAP_RESAMPLES
 
 
