@@ -160,13 +160,14 @@ def _log_tail(path: str, chars: int = 4000) -> str:
 def app_server(panel_dataset, logs):
     port = _free_port()
     log_path = os.path.join(logs, "app_server.log")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fiftyone.server.main", "--port", str(port)]
-        + ["--address", "127.0.0.1"],
-        env={**os.environ, **SCHEDULING_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=open(log_path, "w"),  # noqa: SIM115 (the server holds it until it ends)
-    )
+    with open(log_path, "w") as log:  # the server keeps its own copy of the handle
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fiftyone.server.main", "--port", str(port)]
+            + ["--address", "127.0.0.1"],
+            env={**os.environ, **SCHEDULING_ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -637,12 +638,13 @@ def test_the_train_form_follows_its_fields_and_a_scheduled_run_ends_in_the_panel
 
     fiftyone_cli = os.path.join(os.path.dirname(sys.executable), "fiftyone")
     worker_log = os.path.join(logs, "worker.log")
-    worker = subprocess.Popen(
-        [fiftyone_cli, "delegated", "launch"],
-        env={**os.environ, **SCHEDULING_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=open(worker_log, "w"),  # noqa: SIM115 (the worker holds it until it ends)
-    )
+    with open(worker_log, "w") as log:  # the worker keeps its own copy of the handle
+        worker = subprocess.Popen(
+            [fiftyone_cli, "delegated", "launch"],
+            env={**os.environ, **SCHEDULING_ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         # the panel notices the job ending by itself: no reload
         job = app.page.get_by_text("training 'contrast'")
