@@ -401,3 +401,18 @@ def test_the_panel_offers_the_heat_maps_and_shows_them_worst_first(scored_datase
     assert moved["sent"] == []
     closed = _call(scored_dataset, "on_change_current_sample", moved["state"], view=view)
     assert closed["state"]["sample_open"] is False
+
+
+def test_models_that_appear_before_a_poll_are_shown_by_the_view_change(
+    image_dataset, tiny_model_files
+):
+    """An App-side assess ends with a view change (the grid's new fields), which can
+    reach the panel before its next poll: the panel leaves its empty state then, and
+    the poll after it has nothing left to redraw."""
+    state = _call(image_dataset, "on_load")["state"]
+    sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
+    sq.score(image_dataset, key="blur", progress=False)
+    out = _call(image_dataset, "on_change_view", state)
+    assert out["state"]["model"] == "blur" and out["state"]["models"] == ["blur"]
+    assert "No quality model yet" not in json.dumps(out["render"])
+    assert _call(image_dataset, "poll", out["state"])["data_ops"] == []

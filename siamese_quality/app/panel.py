@@ -196,7 +196,9 @@ class QualityPanel(foo.Panel):
         key = self._model_key(ctx)
         field = None if key is None else _scored_field(ctx.dataset, model_fields(ctx.dataset, key))
         if field is None or field != ctx.panel.state.field:
-            self._refresh(ctx)  # the model's field appeared or changed: redraw everything
+            # a model or its field appeared or changed (an App-side assess ends with a
+            # view change, which can come before the next poll): list the models again
+            self.on_load(ctx)
             return
         # only the histogram follows the view; its traces keep their lengths, so a patch
         # replaces every bar (no GridFS read of the model's results)
