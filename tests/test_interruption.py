@@ -68,28 +68,36 @@ def _spawn(script: str, *args: str) -> subprocess.Popen:
     )
 
 
-def _go(process: subprocess.Popen) -> subprocess.Popen:
-    """Waits until ``process`` has imported everything, then lets it start its work."""
+def _started(process: subprocess.Popen) -> subprocess.Popen:
+    """Waits until ``process`` has imported everything and waits for its go."""
     for line in process.stdout:  # FiftyOne may print warnings first
         if line.strip() == "STARTED":
-            process.stdin.write("go\n")
-            process.stdin.flush()
             return process
     raise AssertionError(process.stderr.read())
 
 
+def _go(process: subprocess.Popen) -> subprocess.Popen:
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    return process
+
+
 def _start(script: str, *args: str) -> subprocess.Popen:
-    return _go(_spawn(script, *args))
+    return _go(_started(_spawn(script, *args)))
 
 
 def _kill_each_at_a_random_moment(
     script: str, args: list[str], count: int, rng: random.Random, most_seconds: float
 ) -> Iterator[None]:
     """Starts ``count`` processes of ``script`` at once (a start costs 5-10 s; theirs
-    overlap), then one at a time lets each work for up to ``most_seconds`` and kills it;
-    yields after each kill."""
+    overlap) and, once all have started, one at a time lets each work for up to
+    ``most_seconds`` and kills it; yields after each kill."""
     processes = [_spawn(script, *args) for _ in range(count)]
     try:
+        # all imported before the first go: a sibling's import slowed scoring under load,
+        # past the moment of its kill (fresh clone: no kill landed while scoring)
+        for process in processes:
+            _started(process)
         for process in processes:
             _go(process)
             time.sleep(rng.uniform(0.0, most_seconds))
