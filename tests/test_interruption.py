@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import fiftyone as fo
 import fiftyone.core.odm as foo_odm
@@ -26,8 +25,6 @@ import siamese_quality as sq
 from siamese_quality.core import pretext_model, scoring
 dataset = fo.load_dataset(sys.argv[1])
 print("STARTED", flush=True)
-sys.stdin.readline()  # the test's go: it starts processes ahead of time
-dataset.reload()  # what the processes before this one wrote
 sq.score(dataset, key="blur", field=sys.argv[2], skip_unchanged=True, batch_size=2,
          chunk_size=2, num_workers=0, progress=False)
 print("DONE", flush=True)
@@ -51,62 +48,23 @@ import fiftyone as fo
 from siamese_quality import runs
 dataset = fo.load_dataset(sys.argv[1])
 print("STARTED", flush=True)
-sys.stdin.readline()  # the test's go
 for count in range(100000):  # replace the results over and over, until killed
     runs.update_results(dataset, "blur", lambda results: results.update(evaluations=[count]))
 """
 
 
-def _spawn(script: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+def _start(script: str, *args: str) -> subprocess.Popen:
+    process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
         env=os.environ.copy(),
-        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _started(process: subprocess.Popen) -> subprocess.Popen:
-    """Waits until ``process`` has imported everything and waits for its go."""
     for line in process.stdout:  # FiftyOne may print warnings first
         if line.strip() == "STARTED":
             return process
     raise AssertionError(process.stderr.read())
-
-
-def _go(process: subprocess.Popen) -> subprocess.Popen:
-    process.stdin.write("go\n")
-    process.stdin.flush()
-    return process
-
-
-def _start(script: str, *args: str) -> subprocess.Popen:
-    return _go(_started(_spawn(script, *args)))
-
-
-def _kill_each_at_a_random_moment(
-    script: str, args: list[str], count: int, rng: random.Random, most_seconds: float
-) -> Iterator[None]:
-    """Starts ``count`` processes of ``script`` at once (a start costs 5-10 s; theirs
-    overlap) and, once all have started, one at a time lets each work for up to
-    ``most_seconds`` and kills it; yields after each kill."""
-    processes = [_spawn(script, *args) for _ in range(count)]
-    try:
-        # all imported before the first go: a sibling's import slowed scoring under load,
-        # past the moment of its kill (fresh clone: no kill landed while scoring)
-        for process in processes:
-            _started(process)
-        for process in processes:
-            _go(process)
-            time.sleep(rng.uniform(0.0, most_seconds))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            yield
-    finally:  # none left waiting for a go (a closed stdin would let it work)
-        for process in processes:
-            process.kill()
 
 
 @pytest.fixture
@@ -138,7 +96,11 @@ def test_scoring_killed_at_random_moments_resumes_to_exactly_one_correct_value(s
     dataset, expected = scoring_dataset
     rng = random.Random(7)
     progress = []
-    for _ in _kill_each_at_a_random_moment(SCORE_SCRIPT, [dataset.name, "quality"], 6, rng, 1.5):
+    for _ in range(6):  # each kill costs a process start (about 5 s): CI's time budget
+        process = _start(SCORE_SCRIPT, dataset.name, "quality")
+        time.sleep(rng.uniform(0.0, 1.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
         dataset.reload()
         progress.append(_check_values(dataset, "quality", expected))
         # the run record stays consistent: the model, its fields and results are intact
@@ -172,7 +134,11 @@ def test_a_process_killed_while_replacing_a_models_results_leaves_them_readable(
     sq.import_model(dataset, tiny_model_files["blur"], key="blur")
     calibration = runs.load_results(dataset, "blur")["calibration"]
     rng = random.Random(3)
-    for _ in _kill_each_at_a_random_moment(RESULTS_SCRIPT, [dataset.name], 5, rng, 1.0):
+    for _ in range(5):
+        process = _start(RESULTS_SCRIPT, dataset.name)
+        time.sleep(rng.uniform(0.2, 1.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
         dataset.reload()
         results = runs.load_results(dataset, "blur", attempts=1)  # no retry: it must be there
         assert results["calibration"] == calibration
