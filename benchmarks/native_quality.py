@@ -243,7 +243,8 @@ def score_fold(fold, seed, train, records, tasks, args, models="trained") -> lis
             print(
                 f"    trained {task}: {info.training.get('steps')} steps in "
                 f"{timings[task]:.0f} s, held-out Spearman "
-                f"{info.metrics.get('spearman', float('nan')):.3f}",
+                f"{info.metrics.get('spearman', float('nan')):.3f}, kept step "
+                f"{info.training.get('best_step')}",
                 flush=True,
             )
         test = dataset.match_tags("test")

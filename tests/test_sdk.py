@@ -17,7 +17,7 @@ def test_train_records_a_run_with_weights_results_and_metrics(image_dataset):
     assert image_dataset.list_runs() == ["blur"]
     config = runs.run_config(image_dataset, "blur")
     assert config["method"] == "siamese_quality"
-    assert config["working_resolution"] == 48 and config["backbone"] == "small_cnn"
+    assert config["working_resolution"] == 48 and config["backbone"] == "edge_spread"
     assert config["training_options"]["max_steps"] == 12
     assert os.path.isfile(config["weights_path"])
     assert config["weights_path"].startswith(runs.models_dir())

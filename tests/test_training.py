@@ -12,7 +12,7 @@ from conftest import dead_leaves_image, write_dead_leaves_images
 from siamese_quality.core.distortions import get_distortion
 from siamese_quality.core.evaluation import EvaluationSet, evaluate_model, magnitude_grid
 from siamese_quality.core.images import load_image
-from siamese_quality.core.model import PixelGridNet, QualityBranch, TonalReachNet
+from siamese_quality.core.model import EdgeSpreadNet, PixelGridNet, QualityBranch, TonalReachNet
 from siamese_quality.core.pairs import (
     Augmentation,
     GroupedBatches,
@@ -26,7 +26,7 @@ from siamese_quality.core.training import (
     ranking_loss,
     train_pretext_model,
 )
-from siamese_quality.core.views import WholeView
+from siamese_quality.core.views import PatchView, WholeView
 
 
 def _sources(count: int, seed: int = 0, size=(200, 160)) -> list[torch.Tensor]:
@@ -118,6 +118,65 @@ def test_noise_front_end_reads_fine_detail_apart_from_texture_and_ignores_quarte
     # white noise halves one scale coarser, the photo's texture does not
     assert (damaged[fine] - damaged[coarse]) - (clean[fine] - clean[coarse]) > 0.3
     assert torch.allclose(features(np.rot90(noisy)), damaged, atol=1e-5)
+
+
+def _edge_spread_reading(pixels: np.ndarray) -> float:
+    """The blur front end's start reading of a photo (px, uncalibrated): its patches'
+    geometric mean of the edge and energy widths, the sharpest patches' (5 %)."""
+    image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
+    features = EdgeSpreadNet()(PatchView().tiles(image, 0).float())
+    widths = torch.exp(features[:, :2].mean(1)) - EdgeSpreadNet.WIDTH_FLOOR
+    return float(torch.quantile(widths, 0.05))
+
+
+def test_blur_front_end_reads_gaussian_sigma_in_px_whatever_the_contrast():
+    """OpenCV's Gaussian blur on a real photo: the reading grows with sigma, is in px
+    (before any calibration), and a photo at half the contrast reads the same (a CNN
+    read it as about twice as blurred, benchmarks/RESULTS.md)."""
+    photo = skimage.data.astronaut()
+    readings, faded = [], []
+    for sigma in (0, 1, 2, 3, 4):
+        blurred = cv2.GaussianBlur(photo, (0, 0), sigma) if sigma else photo
+        readings.append(_edge_spread_reading(blurred))
+        half = blurred.mean() + 0.5 * (blurred.astype(np.float64) - blurred.mean())
+        faded.append(_edge_spread_reading(np.clip(half, 0, 255).round().astype(np.uint8)))
+    assert readings == sorted(readings) and len(set(readings)) == 5, readings
+    assert 1.2 < readings[2] < 2.8, readings  # sigma 2
+    assert np.allclose(faded, readings, rtol=0.1), (faded, readings)
+
+
+def test_blur_front_end_tells_camera_shake_by_its_direction_and_flat_patches_by_none():
+    photo = skimage.data.astronaut()
+    line = np.zeros((13, 13), np.float32)
+    line[6, :] = 1 / 13  # 13 px of shake along x
+    net = EdgeSpreadNet()
+
+    def most_and_least_blurred(pixels: np.ndarray) -> torch.Tensor:
+        image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
+        return net.readings(PatchView().tiles(image, 0).float())["energy_fine"].median(0).values
+
+    widest, narrowest = most_and_least_blurred(cv2.filter2D(photo, -1, line))
+    assert widest / narrowest > 2.2, (widest, narrowest)
+    widest, narrowest = most_and_least_blurred(photo)
+    assert widest / narrowest < 1.8, (widest, narrowest)
+    # a flat patch shows no sharp edge: it reads as the widest, never as NaN
+    flat = net(torch.full((1, 3, 64, 64), 120.0))
+    assert torch.allclose(flat[0, :2], torch.log(torch.tensor(net.WIDEST + net.WIDTH_FLOOR)))
+
+
+def test_blur_training_starts_as_the_front_ends_reading_and_keeps_it_unless_beaten(tmp_path):
+    """A branch that starts as a classical reading (blur's) keeps it unless training
+    beats it on the checkpoint images with confidence, and says which it kept."""
+    images = write_dead_leaves_images(tmp_path, 8, size=(160, 144), seed=3)
+    config = TrainingConfig(
+        task="blur", max_seconds=None, max_steps=20, learning_rate=1e-9, images_per_batch=4
+    )
+    model = train_pretext_model(images, config)
+    assert model.training["start"]["kept"] == "start", model.training["start"]
+    start = EdgeSpreadNet().start_weights()
+    assert torch.equal(model.branch.head.weight[0], start) and model.branch.head.bias == 0
+    assert model.calibration.kind == "isotonic"  # blur's (a line read 2 px as 3)
+    assert model.evaluation["metrics"]["spearman"] > 0.9, model.evaluation["metrics"]
 
 
 def test_ranking_loss_rewards_the_right_order_and_ignores_cross_pairs_at_weight_zero():

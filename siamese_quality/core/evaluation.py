@@ -74,7 +74,10 @@ def read_images(sources: Sequence[ImageSource]) -> tuple[list[ImageFile], list[d
 
 
 def score_metrics(
-    scores: np.ndarray, evaluation: EvaluationSet, calibration: MonotoneCalibration | None = None
+    scores: np.ndarray,
+    evaluation: EvaluationSet,
+    calibration: MonotoneCalibration | None = None,
+    kind: str = "auto",
 ) -> tuple[dict, np.ndarray]:
     """Metrics of raw ``scores`` against the true magnitudes, and the predictions used.
 
@@ -82,14 +85,14 @@ def score_metrics(
     calibration cannot improve a ranking, only flatten it. Pearson and MAE use
     calibrated predictions: from
     ``calibration`` when given (fitted on other images), else cross-fitted across
-    the held-out images so no image calibrates its own prediction.
+    the held-out images so no image calibrates its own prediction (a curve of ``kind``).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if calibration is not None:
         predicted = calibration.predict(scores)
     else:
         predicted = cross_fitted_predictions(
-            scores, evaluation.magnitudes, evaluation.groups, kind="auto"
+            scores, evaluation.magnitudes, evaluation.groups, kind=kind
         )
     metrics = correlation_metrics(predicted, evaluation.magnitudes)
     raw = correlation_metrics(scores, evaluation.magnitudes, evaluation.groups)
@@ -105,14 +108,15 @@ def baseline_metrics(task: str, evaluation: EvaluationSet) -> dict | None:
     The baseline gets the same treatment as a model: its values are calibrated to
     magnitudes (cross-fitted isotonic), so Pearson and MAE are comparable.
     """
-    baseline = get_distortion(task).baseline
+    distortion = get_distortion(task)
+    baseline = distortion.baseline
     if baseline is None:
         return None
     # per patch, then the median over the patches of a copy (one patch: the image)
     values = np.array(
         [np.median([baseline.measure(patch) for patch in copy]) for copy in evaluation.images]
     )
-    metrics, _ = score_metrics(values, evaluation)
+    metrics, _ = score_metrics(values, evaluation, kind=distortion.calibration_kind)
     return {"name": baseline.name, **metrics}
 
 
@@ -124,7 +128,8 @@ def evaluation_report(
     include_baseline: bool = True,
 ) -> dict:
     """Metrics, baseline metrics and the (score, magnitude) points, ready for JSON."""
-    metrics, predicted = score_metrics(scores, evaluation, calibration)
+    kind = get_distortion(task).calibration_kind
+    metrics, predicted = score_metrics(scores, evaluation, calibration, kind)
     return {
         "metrics": metrics,
         "baseline": baseline_metrics(task, evaluation) if include_baseline else None,

@@ -51,8 +51,13 @@ def render_many(
     view: View,
     size: int | None = None,
 ) -> list[torch.Tensor]:
-    """:func:`render` at each of ``magnitudes`` (the reference implementation)."""
-    return [view.finish(c, size) for c in apply_distortion_many(source, distortion, magnitudes)]
+    """:func:`render` at each of ``magnitudes``, as training renders them (the
+    distortion's ``train_many`` where it has one, else its reference implementation)."""
+    if distortion.train_many is not None:
+        copies = distortion.train_many(source, [float(m) for m in magnitudes])
+    else:
+        copies = apply_distortion_many(source, distortion, magnitudes)
+    return [view.finish(c, size) for c in copies]
 
 
 def draw_source(source: torch.Tensor, view: View, rng: np.random.Generator) -> torch.Tensor:

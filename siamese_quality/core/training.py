@@ -487,7 +487,7 @@ def calibrate_and_report(model: PretextModel, held_out: EvaluationSet) -> None:
         )
         return
     model.calibration = MonotoneCalibration().fit(
-        scores, held_out.magnitudes, kind="auto", groups=held_out.groups
+        scores, held_out.magnitudes, kind=model.distortion.calibration_kind, groups=held_out.groups
     )
     model.evaluation = evaluation_report(scores, held_out, model.task)
 
@@ -533,8 +533,13 @@ def train_pretext_model(
     calibrate_and_report(model, data.held_out)
     model.evaluation["protocol"] = _protocol(data, get_backbone(config.backbone).reads_units)
     model.training = _training_record(run, data)
-    if run.start_state is not None:
+    if config.init == "default":
         model.training["init"] = _against_the_start(run, data, model, confidence)
+    elif run.start_state is not None:
+        model.training["start"] = {
+            "kept": "start" if run.best["step"] == 0 else "trained",
+            "confidence": confidence,
+        }
     if checkpoint_path:
         model.save(checkpoint_path)
     return model
@@ -565,6 +570,9 @@ def _start_run(
         start_state = copy.deepcopy(branch.state_dict())
     else:
         branch = QualityBranch(config.backbone, config.pretrained).to(device)
+        if get_backbone(config.backbone).head == "linear":
+            # it starts as a classical reading, which training must beat to replace
+            start_state = copy.deepcopy(branch.state_dict())
     return _Run(
         config,
         view,
