@@ -10,7 +10,8 @@ OpenCV's sample photos (``fetch_opencv_photos.py``, downloaded once from PyPI).
 
 Deterministic: a fixed seed and a step budget per task, no time budget. Writes each
 ``<task>.pt`` and ``manifest.json`` (version, sha256 of every file, the photos, each
-model's training record and its held-out metrics) into ``--out``.
+model's training record and its held-out metrics) into ``--out``. Models of tasks not
+rebuilt stay as they are, stamped with the current version (``carried_from``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,22 @@ def build(task: str, photos: list[str], out: str, seed: int = 0) -> dict:
     }
 
 
+def carry_over(task: str, out: str) -> None:
+    """Keeps a bundled model that is not rebuilt, stamped with the current version: the
+    same weights and calibration, a new record of the version (so its sha256 changes)."""
+    from siamese_quality.core.defaults import DEFAULT_MODELS_VERSION
+    from siamese_quality.core.pretext_model import PretextModel
+
+    path = os.path.join(out, f"{task}.pt")
+    model = PretextModel.load(path)
+    stamp = model.training.setdefault("default_model", {"task": task})
+    if stamp.get("version") != DEFAULT_MODELS_VERSION:
+        stamp["carried_from"] = stamp.get("version")
+        stamp["version"] = DEFAULT_MODELS_VERSION
+        model.save(path)
+        print(f"  {task}: carried over to version {DEFAULT_MODELS_VERSION}", flush=True)
+
+
 def describe_file(out: str, task: str) -> dict:
     """What the manifest says of a bundled file, read from the file itself."""
     from siamese_quality.core.pretext_model import PretextModel, sha256_of_file
@@ -118,7 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     manifest = json.load(open(manifest_path)) if os.path.isfile(manifest_path) else {}
     train, kept_out = training_photos()
     print(f"{len(train)} training photos, {len(kept_out)} kept out", flush=True)
-    models = manifest.get("models", {}) if manifest.get("version") == DEFAULT_MODELS_VERSION else {}
+    # models not rebuilt are carried over to this version (their weights unchanged)
+    models = manifest.get("models", {})
+    for task in models:
+        if task not in tasks:
+            carry_over(task, args.out)
     for task in [*tasks, None]:  # None: only rewrite the manifest (e.g. --tasks "")
         if task is not None:
             models[task] = build(task, train, args.out, args.seed)
