@@ -113,8 +113,10 @@ def _train_and_read(dataset, task: str, steps: int = 300, seed: int = 0) -> dict
 
 
 def test_a_photo_blurred_by_3_px_at_its_own_resolution_reads_3_px(photos_dataset):
-    # 200 steps: the suite's time budget (seed 0 reads 3.5 px at 180 steps, 4.2 at 120)
-    blur = _train_and_read(photos_dataset, "blur", steps=200)
+    # blur starts as its edge-width reader and keeps it unless training beats it on the
+    # checkpoint photos, which 60 steps do not here: the start reads 3.9 px, calibrated on
+    # the 4 held-out photos of these 17 (the CNN it replaced read 3.5-4.8 px by steps)
+    blur = _train_and_read(photos_dataset, "blur", steps=60)
     assert blur["blur_3"] == pytest.approx(3.0, abs=1.0), blur
     assert blur["blur_1"] < blur["blur_3"], blur
     # where: a grid of patch values over the photo, in the same unit; the sharpest
