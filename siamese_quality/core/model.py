@@ -581,6 +581,42 @@ class TonalReachNet(nn.Module):
         )
 
 
+class TonalReachStartNet(TonalReachNet):
+    """:class:`TonalReachNet`'s features after one more, the classical tonal reach
+    (``baselines.tonal_reach``: the larger of the 1 % tails' ratios, plus the share of
+    pixels clipped at black or white), which a linear head starts from and keeps unless
+    training beats it on the checkpoint images. The MLP head over the other features
+    ranked contrast below that formula on photos as stored (0.88 against 0.94,
+    benchmarks/RESULTS.md)."""
+
+    _LUMA = (0.299, 0.587, 0.114)  # the baseline's grey (OpenCV's RGB to grey)
+
+    def __init__(self):
+        super().__init__()
+        self.out_features += 1
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = x.flatten(2)  # (N, 3, H * W), 0-255
+        darkest, brightest = levels.amin(dim=1), levels.amax(dim=1)
+        tails = torch.tensor([0.01, 0.99], device=x.device)
+        dark = self._row_quantiles(darkest, tails[:1])[:, 0]
+        bright = self._row_quantiles(brightest, tails[1:])[:, 0]
+        luma = torch.tensor(self._LUMA, device=x.device).view(1, 3, 1)
+        grey = (levels * luma).sum(1).mean(1)
+        reach = torch.maximum(
+            (grey - dark) / grey.clamp(min=1.0), (bright - grey) / (255.0 - grey).clamp(min=1.0)
+        )
+        clipped = ((darkest <= 0.5) | (brightest >= 254.5)).float().mean(1)
+        return torch.cat([(reach + clipped)[:, None], super().forward(x)], dim=1)
+
+    def start_weights(self) -> torch.Tensor:
+        """A linear head that reads the tonal reach (the first feature) as it is."""
+        weights = torch.zeros(self.out_features)
+        weights[0] = 1.0
+        return weights
+
+
 def _load_state_dict_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
@@ -704,6 +740,7 @@ for _spec in (
         "lines", LineTiltNet, head="odd_linear", confidence=True, reads_units=LINE_TILT_SPAN, **_RAW
     ),
     _scratch("tonal", TonalReachNet, **_RAW),
+    _scratch("tonal_reach", TonalReachStartNet, head="linear", **_RAW),
     BackboneSpec("resnet18", _torchvision("resnet18"), **_IMAGENET),
     BackboneSpec("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), **_IMAGENET),
 ):
