@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 
 # Bumped whenever the bundled files change: fields written by one version are never
 # silently replaced by another's values (see sdk.assess)
-# 3: blur reads edge widths (backbone "edge_spread"); the other six carried over from 2
+# 3: blur reads edge widths (backbone "edge_spread"), contrast starts from the tonal reach
+# ("tonal_reach"); the other five carried over from 2
 DEFAULT_MODELS_VERSION = "3"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
