@@ -186,6 +186,20 @@ def test_a_user_distortion_registers_in_a_few_lines(photo):
         D._REGISTRY.pop("test_invert", None)
 
 
+def test_a_distortion_with_an_unknown_calibration_kind_is_refused_naming_it():
+    with pytest.raises(ValueError, match="calibration_kind must be 'auto', 'isotonic' or"):
+        D.Distortion(
+            name="fade",
+            apply=lambda image, amount: image,
+            unit="fraction",
+            low=0.0,
+            high=1.0,
+            identity=0.0,
+            description="faded",
+            calibration_kind="spline",
+        )
+
+
 def test_unknown_task_names_the_available_ones():
     with pytest.raises(ValueError, match="Unknown task 'sharpness'.*blur"):
         D.get_distortion("sharpness")

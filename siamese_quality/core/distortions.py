@@ -153,6 +153,11 @@ class Distortion:
             raise ValueError(f"spacing must be 'linear' or 'log', got {self.spacing!r}")
         if self.spacing == "log" and not self.low > 0:
             raise ValueError(f"{self.name}: log spacing needs a positive low end")
+        if self.calibration_kind not in ("auto", "isotonic", "linear"):
+            raise ValueError(
+                f"{self.name}: calibration_kind must be 'auto', 'isotonic' or 'linear', "
+                f"got {self.calibration_kind!r}"
+            )
 
     def spread(self, fractions: np.ndarray) -> np.ndarray:
         """Positions in [0, 1] along the range -> magnitudes, by the distortion's spacing."""

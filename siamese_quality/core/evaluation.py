@@ -106,7 +106,8 @@ def baseline_metrics(task: str, evaluation: EvaluationSet) -> dict | None:
     """The classical baseline's metrics on the same points (None if the task has none).
 
     The baseline gets the same treatment as a model: its values are calibrated to
-    magnitudes (cross-fitted isotonic), so Pearson and MAE are comparable.
+    magnitudes (cross-fitted, the distortion's kind of curve), so Pearson and MAE are
+    comparable.
     """
     distortion = get_distortion(task)
     baseline = distortion.baseline

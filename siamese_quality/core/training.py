@@ -351,7 +351,9 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)
     stop_reason: str = "max_steps"
-    start_state: dict | None = None  # init="default": the bundled weights it started from
+    # the weights it started from, a checkpoint candidate that training must beat:
+    # init="default"'s bundled model, or a linear head's classical reading
+    start_state: dict | None = None
 
 
 def _step(run: _Run, optimizer: torch.optim.Optimizer) -> float:
@@ -513,7 +515,8 @@ def train_pretext_model(
 
     Returns:
         the model, calibrated on held-out images, with ``training`` (config, curve, stop
-        reason, roles) and ``evaluation`` (metrics on the held-out images and points)
+        reason, roles; ``start``: whether a branch that starts as a classical reading
+        kept it) and ``evaluation`` (metrics on the held-out images and points)
     """
     config = (config or TrainingConfig()).resolved()
     config.validate()
