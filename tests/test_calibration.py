@@ -89,6 +89,9 @@ def test_a_constant_reading_ranks_nothing_without_a_warning():
         assert spearman(np.ones(6), np.arange(6)) == 0.0
         assert spearman(np.arange(6), np.ones(6)) == 0.0
         assert spearman([1.0], [2.0]) == 0.0
+        # constant up to rounding: scipy's Pearson warns that it is "nearly constant"
+        nearly = np.full(6, 0.3) + np.arange(6) * 1e-17 + np.array([0, 1, 0, 1, 0, 1]) * 5e-17
+        assert correlation_metrics(nearly, np.arange(6.0))["pearson"] == 0.0
     assert spearman(np.arange(6), np.arange(6) ** 2) == pytest.approx(1.0)
 
 

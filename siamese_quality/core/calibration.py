@@ -240,6 +240,12 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def _safe(correlation, a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    if a.size < 2 or not (_varies(a) and _varies(b)):
         return 0.0
     return float(correlation(a, b)[0])
+
+
+def _varies(values: np.ndarray) -> bool:
+    """More than rounding apart: scipy's Pearson warns on spreads near float precision
+    (a calibration that maps every score to one value, up to the last bits)."""
+    return bool(np.ptp(values) > 1e-9 * max(1.0, float(np.abs(values).max())))
