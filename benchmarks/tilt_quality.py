@@ -1,6 +1,7 @@
 """Tilt a user can trust: real photos turned by -30 to +30 degrees, read as a user would.
 
     python benchmarks/tilt_quality.py --folds 3 --seeds 0,1,2 --json OUT.json
+    python benchmarks/tilt_quality.py --variants orientation --train-sizes 25,100,400,1600
 
 The photos of the headline benchmark (``native_quality.py``: the 23 shared 1024-px photos
 and scikit-image's 8 colour photos, in the same folds) are turned at their own
@@ -19,11 +20,17 @@ third kind, OpenCV's 21 sample photos (``fetch_opencv_photos.py``; buildings, a 
 a sudoku, fruit, a baboon), is tested only, split over the same folds: the line
 reader's constants (``core.tilt``) were chosen looking at the other two kinds, so the
 OpenCV line is the one no choice saw.
+
+``--train-sizes`` trains each variant once per size: how the score grows with the
+number of training images. A fold has about 30 real training photos; above that the
+set is all of them plus level crops of them (``variety_crops``: new views, not new
+scenes).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -37,7 +44,9 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from native_quality import (  # noqa: E402
+    CACHE,
     SHARED_PHOTOS,
+    _seed,
     _spearman,
     damaged_copies,
     default_photos,
@@ -61,6 +70,47 @@ VARIANTS = {
     "lines": {"backbone": "lines", "working_resolution": 256},
     "orientation": {"backbone": "orientation", "working_resolution": 128},
 }
+
+
+def variety_crops(photos: list[str], count: int) -> list[str]:
+    """``count`` level crops of ``photos`` (cached JPEGs): each a random 45-90 % of the
+    photo's sides, mirrored half of the time, the longer side at most 768 px. A crop of a
+    level photo is level, so these add views, not new scenes: the generated variety the
+    issue allows once the real photos run out."""
+    from PIL import Image, ImageOps
+
+    folder = os.path.join(CACHE, "tilt_variety")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        name = os.path.splitext(os.path.basename(photo))[0]
+        path = os.path.join(folder, f"{name}_{i // len(photos):04d}.jpg")
+        if not os.path.isfile(path):
+            rng = np.random.default_rng(_seed(name, i // len(photos)))
+            with Image.open(photo) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+            w, h = image.size
+            cw, ch = (int(side * rng.uniform(0.45, 0.9)) for side in (w, h))
+            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            image = image.crop((left, top, left + cw, top + ch))
+            if rng.random() < 0.5:
+                image = ImageOps.mirror(image)
+            image.thumbnail((768, 768), Image.BICUBIC)
+            image.save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def training_set(train: list[str], size: int | None, fold: int) -> list[str]:
+    """``size`` training images: a seeded subset of ``train``, or all of it and
+    :func:`variety_crops` of it up to ``size``. ``None``: ``train`` as it is."""
+    if size is None:
+        return train
+    if size <= len(train):
+        order = np.random.default_rng(fold).permutation(len(train))[:size]
+        return [train[i] for i in sorted(order)]
+    return train + variety_crops(train, size - len(train))
 
 
 def _mae(records: list[dict], limit: float) -> float | None:
@@ -164,7 +214,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--confident", type=float, default=0.5, help="confidence threshold")
     parser.add_argument("--json", help="write rows and per-file values here")
+    parser.add_argument(
+        "--train-sizes",
+        default="",
+        help="comma-separated training-set sizes (e.g. 25,100,400,1600): each variant "
+        "trains once per size, on a subset of the fold's training photos or on all of "
+        "them plus level crops of them (max_images set to the size)",
+    )
     args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.train_sizes.split(",") if n.strip()] or [None]
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
         parser.error(f"unknown variants; from {','.join(VARIANTS)}")
@@ -185,39 +243,40 @@ def main(argv: list[str] | None = None) -> None:
         for r in records:
             r["angle"] = r["magnitude"] if r["family"] else 0.0
             r["source"] = by_name[r["photo"]]
-        for seed in seeds:
-            for variant in variants:
-                args.train_options = {"rotation": VARIANTS[variant]}
-                scored, _ = score_fold(fold, seed, train, records, ["rotation"], args)
-                for r in scored:
-                    files.append(
-                        {
-                            "variant": variant,
-                            "fold": fold,
-                            "seed": seed,
-                            "photo": r["photo"],
-                            "kind": _kind(r),
-                            "angle": r["angle"],
-                            "rotation": r.get("rotation"),
-                            "rotation_confidence": r.get("rotation_confidence"),
-                        }
-                    )
-                for kind in KINDS:
-                    subset = [r for r in scored if kind == "all" or _kind(r) == kind]
-                    row = measure(subset, args.confident)
-                    rows.append(
-                        {"variant": variant, "fold": fold, "seed": seed, "photos": kind, **row}
-                    )
-                row = rows[-len(KINDS)]
-                print(
-                    f"  fold {fold} seed {seed} {variant}: Spearman {_fmt(row['spearman'], 3)}, "
-                    f"MAE +-15 {_fmt(row['mae_15'], 1)}, confident "
-                    f"{_fmt(row['confident_share'])} (MAE {_fmt(row['confident_mae_15'], 1)})",
-                    flush=True,
+        for seed, variant, size in itertools.product(seeds, variants, sizes):
+            label = variant if size is None else f"{variant} n={size}"
+            options = {**VARIANTS[variant], **({"max_images": size} if size else {})}
+            args.train_options = {"rotation": options}
+            scored, _ = score_fold(
+                fold, seed, training_set(train, size, fold), records, ["rotation"], args
+            )
+            for r in scored:
+                files.append(
+                    {
+                        "variant": label,
+                        "fold": fold,
+                        "seed": seed,
+                        "photo": r["photo"],
+                        "kind": _kind(r),
+                        "angle": r["angle"],
+                        "rotation": r.get("rotation"),
+                        "rotation_confidence": r.get("rotation_confidence"),
+                    }
                 )
-                if args.json:
-                    with open(args.json, "w") as f:
-                        json.dump({"args": vars(args), "rows": rows, "files": files}, f)
+            for kind in KINDS:
+                subset = [r for r in scored if kind == "all" or _kind(r) == kind]
+                row = measure(subset, args.confident)
+                rows.append({"variant": label, "fold": fold, "seed": seed, "photos": kind, **row})
+            row = rows[-len(KINDS)]
+            print(
+                f"  fold {fold} seed {seed} {label}: Spearman {_fmt(row['spearman'], 3)}, "
+                f"MAE +-15 {_fmt(row['mae_15'], 1)}, confident "
+                f"{_fmt(row['confident_share'])} (MAE {_fmt(row['confident_mae_15'], 1)})",
+                flush=True,
+            )
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"args": vars(args), "rows": rows, "files": files}, f)
     shutil.rmtree(models, ignore_errors=True)
     print()
     print_summary(rows)
