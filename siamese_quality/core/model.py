@@ -562,13 +562,22 @@ class TonalReachNet(nn.Module):
         chunks = [torch.quantile(chunk, quantiles, dim=1).t() for chunk in rows.split(per_chunk)]
         return torch.cat(chunks)
 
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = x.flatten(2)  # (N, 3, H * W), 0-255
+    def _tails(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(N, 3, H, W) levels 0-255 -> the levels (N, 3, H * W), the darkest and the
+        brightest channel per pixel (N, H * W) and their quantiles at ``TAILS``."""
+        levels = x.flatten(2)
         darkest, brightest = levels.amin(dim=1), levels.amax(dim=1)
-        mean_grey = levels.mean(dim=(1, 2))[:, None]
         dark = self._row_quantiles(darkest, self.dark_quantiles)
         bright = self._row_quantiles(brightest, self.bright_quantiles)
+        return levels, darkest, brightest, dark, bright
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(*self._tails(x))
+
+    @staticmethod
+    def _features(levels, darkest, brightest, dark, bright) -> torch.Tensor:
+        mean_grey = levels.mean(dim=(1, 2))[:, None]
         return torch.cat(
             [
                 (mean_grey - dark) / mean_grey.clamp(min=1.0),
@@ -597,18 +606,17 @@ class TonalReachStartNet(TonalReachNet):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = x.flatten(2)  # (N, 3, H * W), 0-255
-        darkest, brightest = levels.amin(dim=1), levels.amax(dim=1)
-        tails = torch.tensor([0.01, 0.99], device=x.device)
-        dark = self._row_quantiles(darkest, tails[:1])[:, 0]
-        bright = self._row_quantiles(brightest, tails[1:])[:, 0]
+        tails = self._tails(x)  # the 1 % tails are among the quantiles the features read
+        levels, darkest, brightest, dark, bright = tails
+        one_percent = self.TAILS.index(0.01)
+        dark, bright = dark[:, one_percent], bright[:, one_percent]
         luma = torch.tensor(self._LUMA, device=x.device).view(1, 3, 1)
         grey = (levels * luma).sum(1).mean(1)
         reach = torch.maximum(
             (grey - dark) / grey.clamp(min=1.0), (bright - grey) / (255.0 - grey).clamp(min=1.0)
         )
         clipped = ((darkest <= 0.5) | (brightest >= 254.5)).float().mean(1)
-        return torch.cat([(reach + clipped)[:, None], super().forward(x)], dim=1)
+        return torch.cat([(reach + clipped)[:, None], self._features(*tails)], dim=1)
 
     def start_weights(self) -> torch.Tensor:
         """A linear head that reads the tonal reach (the first feature) as it is."""
