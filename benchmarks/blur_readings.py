@@ -36,7 +36,7 @@ from siamese_quality.core.degradations import FAMILIES  # noqa: E402
 from siamese_quality.core.distortions import get_distortion  # noqa: E402
 from siamese_quality.core.images import ImageFile  # noqa: E402
 from siamese_quality.core.model import EdgeSpreadNet  # noqa: E402
-from siamese_quality.core.views import PatchView, patch_structure  # noqa: E402
+from siamese_quality.core.views import PatchView, patch_structure, view_for  # noqa: E402
 
 # the damage's width as a Gaussian sigma (px) per unit of its magnitude
 GAUSSIAN_EQUIVALENT = {
@@ -93,13 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patch-count", type=int, default=16)
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    blur = get_distortion("blur")
-    view = PatchView(
-        size=args.patch_size,
-        count=args.patch_count,
-        quantile=blur.patch_quantile,
-        min_structure=blur.min_patch_structure,
-    )
+    view = view_for(get_distortion("blur"), args.patch_size, args.patch_count)
     photos, _ = default_photos()
     families = [f for f in FAMILIES if f.name in GAUSSIAN_EQUIVALENT]
     records = damaged_copies(photos, families)

@@ -50,6 +50,7 @@ from native_quality import (  # noqa: E402
     _spearman,
     damaged_copies,
     default_photos,
+    load_rgb,
     score_fold,
 )
 from tables import print_table  # noqa: E402
@@ -88,8 +89,7 @@ def variety_crops(photos: list[str], count: int) -> list[str]:
         path = os.path.join(folder, f"{name}_{i // len(photos):04d}.jpg")
         if not os.path.isfile(path):
             rng = np.random.default_rng(_seed(name, i // len(photos)))
-            with Image.open(photo) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
+            image = Image.fromarray(load_rgb(photo))
             w, h = image.size
             cw, ch = (int(side * rng.uniform(0.45, 0.9)) for side in (w, h))
             left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
