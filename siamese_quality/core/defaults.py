@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # silently replaced by another's values (see sdk.assess)
 # 3: blur reads edge widths (backbone "edge_spread"), contrast starts from the tonal reach
 # ("tonal_reach"); the other five carried over from 2
-DEFAULT_MODELS_VERSION = "3"
+# 4: blur also reads camera shake and defocus from the whole image's cepstrum (its view's
+# "spectral_blur"; the same weights); the other six carried over from 3
+DEFAULT_MODELS_VERSION = "4"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
 

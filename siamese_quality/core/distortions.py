@@ -86,6 +86,9 @@ class Distortion:
             scores (see ``views.PatchView``)
         min_patch_structure: local only: patches whose grey levels vary less than this
             (standard deviation, 0-255) carry no evidence and do not vote
+        reads_spectral_blur: local only: an image's value is at least the width of the
+            camera shake or defocus its whole cepstrum shows (blur;
+            :mod:`~siamese_quality.core.cepstrum`)
         supersample: global only: the distortion is rendered at this multiple of the
             working resolution and downsampled, so resampling itself leaves no trace
         input_crop: global only: the centre fraction of the working-resolution image
@@ -128,6 +131,7 @@ class Distortion:
     local: bool = False
     patch_quantile: float = 0.5
     min_patch_structure: float = 0.0
+    reads_spectral_blur: bool = False
     supersample: int = 1
     input_crop: float = 1.0
     invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
@@ -195,6 +199,7 @@ class Distortion:
             "patch_quantile": self.patch_quantile,
             "module": self.home,
             "min_patch_structure": self.min_patch_structure,
+            "reads_spectral_blur": self.reads_spectral_blur,
             "supersample": self.supersample,
             "input_crop": self.input_crop,
             "spacing": self.spacing,
@@ -226,6 +231,8 @@ def register_distortion(distortion: Distortion, overwrite: bool = False) -> Dist
         raise ValueError(f"{distortion.name}: identity must lie within [low, high]")
     if not 0 <= distortion.patch_quantile <= 1:
         raise ValueError(f"{distortion.name}: patch_quantile must lie within [0, 1]")
+    if distortion.reads_spectral_blur and not distortion.local:
+        raise ValueError(f"{distortion.name}: only a local distortion reads spectral blur")
     if distortion.home is None:
         warnings.warn(
             f"distortion {distortion.name!r} is defined in __main__: only this process can "
@@ -688,6 +695,9 @@ register_distortion(
         patch_quantile=0.05,
         calibration_kind="isotonic",
         min_patch_structure=FLAT_PATCH_STD,
+        # a long shake leaves patches too few edges across its path; the whole image's
+        # cepstrum still shows it, and a defocus disk's rings (benchmarks/RESULTS.md)
+        reads_spectral_blur=True,
         # without it a noisy photo reads sharper (|Spearman| 0.37 against noise, 0.05
         # with it: benchmarks/RESULTS.md)
         invariances=frozenset({"turns", "channels", "tone", "noise"}),

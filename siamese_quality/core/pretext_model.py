@@ -122,17 +122,34 @@ class PretextModel:
         values = self.branch.confidence(images.flatten(0, 1))
         return None if values is None else values.view(n, count).mean(1).numpy().astype(float)
 
-    def calibrated(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Raw scores -> magnitudes in the distortion's unit."""
+    def calibrated(
+        self, raw: Sequence[float] | np.ndarray, spectral_sigmas: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Raw scores -> magnitudes in the distortion's unit; given the images' spectral
+        blur widths (``PatchView.spectral_blur_sigma``), at least those where the view
+        reads them."""
         if self.calibration is None or not self.calibration.is_fitted:
             raise RuntimeError(f"model {self.task!r} has no calibration")
-        return self.calibration.predict(raw)
+        values = self.calibration.predict(raw)
+        if spectral_sigmas is None or not self.reads_spectral_blur:
+            return values
+        return np.maximum(values, np.asarray(spectral_sigmas, dtype=values.dtype))
+
+    @property
+    def reads_spectral_blur(self) -> bool:
+        """Whether the view also reads shake and defocus from the whole image (blur)."""
+        return getattr(self.view, "spectral_blur", False)
 
     def score_images(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated magnitudes, raw scores) for image files or arrays."""
-        images = torch.stack([self.prepare(ImageFile(s)) for s in sources])
-        raw = self.raw_scores(images)
-        return self.calibrated(raw), raw
+        prepared, spectral = [], []
+        for source in sources:
+            image = ImageFile(source)  # one decode for the patches and the cepstrum
+            prepared.append(self.prepare(image))
+            if self.reads_spectral_blur:
+                spectral.append(self.view.spectral_blur_sigma(image))
+        raw = self.raw_scores(torch.stack(prepared))
+        return self.calibrated(raw, np.array(spectral) if spectral else None), raw
 
     # --- persistence -------------------------------------------------------------------
 

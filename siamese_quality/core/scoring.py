@@ -42,6 +42,8 @@ class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[str], views: Sequence[View]):
         self.paths = list(paths)
         self.views = list(dict.fromkeys(view.pixels for view in views))
+        # one cepstrum per image serves every view that reads it
+        self.spectral_view = next((v for v in views if getattr(v, "spectral_blur", False)), None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,7 +58,9 @@ class ImageFiles(torch.utils.data.Dataset):
             structures = {
                 view: patch_structure(pixels[None])[0] for view, pixels in prepared.items()
             }
-            return index, (prepared, grids, structures), None
+            view = self.spectral_view
+            spectral = view.spectral_blur_sigma(image) if view else 0.0
+            return index, (prepared, grids, structures, spectral), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}
         except Exception as e:  # anything else a broken file can raise in a decoder
@@ -73,6 +77,7 @@ class _LoadedBatch:
     structures: dict[View, torch.Tensor]  # view.pixels -> (n, count), see patch_structure
     grids: list[dict[View, tuple[int, int]]]  # per readable file: patch views' grids
     failures: list[dict]  # {"index", "kind", "message"}
+    spectral: np.ndarray  # per readable file: its spectral blur width, px (0: none read)
 
     def __len__(self) -> int:
         return len(self.indices) + len(self.failures)
@@ -87,10 +92,11 @@ def collate_images(items, stack=torch.utils.data.default_collate) -> _LoadedBatc
     views = list(ok[0][0]) if ok else []
     return _LoadedBatch(
         indices=[index for index, _, failure in items if failure is None],
-        images={view: stack([prepared[view] for prepared, _, _ in ok]) for view in views},
-        structures={view: stack([s[view] for _, _, s in ok]) for view in views},
-        grids=[grids for _, grids, _ in ok],
+        images={view: stack([prepared[view] for prepared, *_ in ok]) for view in views},
+        structures={view: stack([s[view] for _, _, s, _ in ok]) for view in views},
+        grids=[grids for _, grids, *_ in ok],
         failures=[{"index": index, **failure} for index, _, failure in items if failure],
+        spectral=np.array([spectral for *_, spectral in ok], dtype=np.float64),
     )
 
 
@@ -111,7 +117,7 @@ def score_loaded(batch: _LoadedBatch, models: dict[str, PretextModel]) -> Scored
         scores = model.patch_scores(batch.images[pixels])
         structure = batch.structures[pixels]
         raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
-        calibrated[name] = model.calibrated(raw[name])
+        calibrated[name] = model.calibrated(raw[name], batch.spectral)
         if model.view.kind == "patches":
             patches[name] = [
                 row.reshape(grids[pixels]) for row, grids in zip(scores, batch.grids, strict=True)

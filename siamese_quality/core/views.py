@@ -12,6 +12,11 @@ several) all prepare images here, so a magnitude means the same thing in each.
   Magnitudes are in the stored image's pixels. The branch scores every patch and a
   quantile of the patch scores is the image's score: flat patches (sky, walls) show
   no blur, JPEG blocks or pixelation, and a low quantile keeps them from voting.
+  A view with ``spectral_blur`` (blur) also reads camera shake and defocus from the
+  whole image's cepstrum (:mod:`~siamese_quality.core.cepstrum`), a fixed measurement
+  beside the branch's: the image's value is at least their Gaussian-equivalent width.
+  It needs the whole image, so it reads stored images only; training and held-out copies
+  (rendered patches) measure the branch alone.
 
 A view renders a distortion the way the image itself would get it: a patch view
 distorts each patch with ``margin`` px of its surroundings and keeps the centre, so a
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from .cepstrum import read_spectral_blur
 from .distortions import Distortion
 from .images import ImageFile, center_crop
 
@@ -153,6 +159,8 @@ class PatchView:
             pixelated flat sky looks like a sharp one): they do not vote, and training
             does not use them. 0: every patch votes (noise shows best on flat patches)
         margin: px of context a patch is distorted with (a multiple of ``ALIGN``)
+        spectral_blur: the image's value is at least the width of the camera shake or
+            defocus its whole cepstrum shows (see :meth:`spectral_blur_sigma`)
     """
 
     size: int = 64
@@ -160,6 +168,7 @@ class PatchView:
     quantile: float = 0.5
     min_structure: float = 0.0
     margin: int = 32
+    spectral_blur: bool = False
     kind = "patches"
 
     @property
@@ -170,7 +179,7 @@ class PatchView:
     def pixels(self) -> PatchView:
         """The view without how it aggregates: models that differ only there (blur,
         noise, JPEG) share one prepared copy of each image's patches."""
-        return replace(self, quantile=0.5, min_structure=0.0)
+        return replace(self, quantile=0.5, min_structure=0.0, spectral_blur=False)
 
     @property
     def tile_size(self) -> int:
@@ -289,6 +298,13 @@ class PatchView:
             aggregated.append(torch.quantile(row[voters], self.quantile))
         return torch.stack(aggregated) if aggregated else scores[:, 0]
 
+    def spectral_blur_sigma(self, image: ImageFile) -> float:
+        """The Gaussian-equivalent width (px) of the camera shake or defocus the whole
+        image's cepstrum shows; 0 when it shows none or the view does not read it."""
+        if not self.spectral_blur:
+            return 0.0
+        return read_spectral_blur(image.native_tensor()).sigma
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
 
@@ -320,6 +336,7 @@ def view_for(distortion: Distortion, working_resolution: int, patch_count: int) 
             count=patch_count,
             quantile=distortion.patch_quantile,
             min_structure=distortion.min_patch_structure,
+            spectral_blur=distortion.reads_spectral_blur,
         )
     return WholeView(
         resolution=working_resolution,
