@@ -1,6 +1,6 @@
 """The blur reader's fixed readings on the headline's damaged files, with no training.
 
-    python benchmarks/blur_readings.py [--patch-size 64] [--patch-count 16]
+    python benchmarks/blur_readings.py [--patch-size 64] [--patch-count 16] [--photos opencv]
 
 Every blur model keeps (or starts from) the edge-width reader's start reading
 (``EdgeSpreadNet``: the mean of the edges' and the gradient energy's log widths), so its
@@ -11,7 +11,13 @@ the pooled Spearman of the start reading and of its two halves; how well each ph
 own files are ordered; and the ceiling of a reader that measured each file's total blur
 exactly, ``sqrt(s0^2 + sigma^2)`` with ``s0`` the undamaged photo's start reading and
 ``sigma`` the damage's Gaussian-equivalent width (defocus radius / 2, shake length /
-sqrt(12)): what the photos' own blur leaves to win. Deterministic; a few minutes.
+sqrt(12)): what the photos' own blur leaves to win. Beside them, the start reading with
+the view's spectral readings (``core.cepstrum``: camera shake and defocus from the whole
+image's cepstrum): the larger of the start's width and theirs, as ``sq.score`` writes
+it, with the shake alone and the defocus alone; and, for every kind of damage, the share
+of files where each is found. ``--photos opencv`` reads OpenCV's 21 sample photos
+instead (``fetch_opencv_photos.py``), which chose none of the cepstrum's constants.
+Deterministic; a few minutes.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ sys.path.insert(0, HERE)
 from native_quality import damaged_copies, default_photos  # noqa: E402
 from tables import print_table  # noqa: E402
 
+from siamese_quality.core.cepstrum import read_spectral_blur  # noqa: E402
 from siamese_quality.core.degradations import FAMILIES  # noqa: E402
 from siamese_quality.core.distortions import get_distortion  # noqa: E402
 from siamese_quality.core.images import ImageFile  # noqa: E402
@@ -47,11 +54,17 @@ GAUSSIAN_EQUIVALENT = {
 
 
 def readings(records: list[dict], view: PatchView) -> dict[str, np.ndarray]:
-    """Per file: the start reading and its halves (log px), aggregated as ``view`` does."""
+    """Per file: the start reading and its halves (log px), aggregated as ``view`` does,
+    and the Gaussian-equivalent widths (px, 0: none found) of the shake and the defocus
+    its cepstrum shows."""
     reader = EdgeSpreadNet()
-    found = {"start": [], "edges": [], "energy": []}
+    found = {"start": [], "edges": [], "energy": [], "shake": [], "defocus": []}
     for record in records:
-        patches = view.prepare(ImageFile(record["filepath"])).float()
+        image = ImageFile(record["filepath"])
+        spectral = read_spectral_blur(image.native_tensor())
+        found["shake"].append(spectral.shake.sigma)
+        found["defocus"].append(spectral.defocus.sigma)
+        patches = view.prepare(image).float()
         features, structure = reader(patches), patch_structure(patches[None])
         halves = {
             "start": features[:, :2].mean(1),
@@ -70,9 +83,15 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
     undamaged = {p: values["start"][(family == "") & (photo == p)][0] for p in set(photo)}
     rows = []
     for name, per_unit in GAUSSIAN_EQUIVALENT.items():
+        if name not in family:
+            continue
         chosen = (family == name) | (family == "")
         truth = magnitude[chosen]
         pooled = [spearmanr(values[k][chosen], truth)[0] for k in ("start", "edges", "energy")]
+        width = np.exp(values["start"]) - EdgeSpreadNet.WIDTH_FLOOR
+        for extra in (["shake"], ["defocus"], ["shake", "defocus"]):
+            wider = np.maximum.reduce([width, *(values[k] for k in extra)])
+            pooled.append(spearmanr(wider[chosen], truth)[0])
         within = [
             spearmanr(values["start"][chosen & (photo == p)], magnitude[chosen & (photo == p)])[0]
             for p in sorted(set(photo))
@@ -85,28 +104,47 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
     return rows
 
 
+def found_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tuple]:
+    """Per kind of damage: the share of its files where a shake, a defocus is found."""
+    family = np.array([r["family"] or "undamaged" for r in records])
+    return [
+        (name, *(f"{np.mean(values[k][family == name] > 0):.2f}" for k in ("shake", "defocus")))
+        for name in dict.fromkeys(family)
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--patch-count", type=int, default=16)
+    parser.add_argument("--photos", choices=("headline", "opencv"), default="headline")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     view = view_for(get_distortion("blur"), args.patch_size, args.patch_count)
-    photos, _ = default_photos()
-    families = [f for f in FAMILIES if f.name in GAUSSIAN_EQUIVALENT]
-    records = damaged_copies(photos, families)
+    if args.photos == "opencv":
+        from build_default_models import opencv_photos
+
+        photos = opencv_photos()
+    else:
+        photos, _ = default_photos()
+    records = damaged_copies(photos, list(FAMILIES))
     print(f"{len(records)} files, {args.patch_count} patches of {args.patch_size} px")
     header = (
         "damage",
         "start reading",
         "edges alone",
         "energy alone",
+        "start + shake",
+        "start + defocus",
+        "start + both (the field)",
         "within one photo",
         "exact reader's ceiling",
     )
-    print_table(header, family_rows(records, readings(records, view)))
+    values = readings(records, view)
+    print_table(header, family_rows(records, values))
+    print_table(("damage", "shake found", "defocus found"), found_rows(records, values))
 
 
 if __name__ == "__main__":
