@@ -111,14 +111,15 @@ def model_files(folder: str) -> dict[str, str]:
 
 
 def measure_floor(paths: list[str]) -> float:
-    """Images/s of decoding + cutting the default patches, with the scorer's loader."""
+    """Images/s of decoding + cutting the default patches, with the scorer's loader (the
+    view's pixels only: blur's cepstrum is part of its reading, not of the floor)."""
     import torch
 
     from siamese_quality.core.scoring import ImageFiles, collate_images, default_num_workers
     from siamese_quality.core.training import TrainingConfig
 
     loader = torch.utils.data.DataLoader(
-        ImageFiles(paths, [TrainingConfig(task="blur").view()]),
+        ImageFiles(paths, [TrainingConfig(task="blur").view().pixels]),
         batch_size=64,
         num_workers=default_num_workers(len(paths)),
         collate_fn=collate_images,
