@@ -13,10 +13,11 @@ exactly, ``sqrt(s0^2 + sigma^2)`` with ``s0`` the undamaged photo's start readin
 ``sigma`` the damage's Gaussian-equivalent width (defocus radius / 2, shake length /
 sqrt(12)): what the photos' own blur leaves to win. Beside them, the start reading with
 the view's spectral readings (``core.cepstrum``: camera shake and defocus from the whole
-image's cepstrum): the larger of the start's width and theirs, as ``sq.score`` writes
-it, with the shake alone and the defocus alone; and, for every kind of damage, the share
-of files where each is found. ``--photos opencv`` reads OpenCV's 21 sample photos
-instead (``fetch_opencv_photos.py``), which chose none of the cepstrum's constants.
+image's cepstrum), combined with the start's width as ``sq.score`` combines them
+(``combined_width``), with the shake alone and the defocus alone; and, for every kind
+of damage, the share of files where each is found. ``--photos opencv`` reads OpenCV's
+21 sample photos instead (``fetch_opencv_photos.py``), which chose none of the
+cepstrum's constants.
 Deterministic; a few minutes.
 """
 
@@ -38,7 +39,7 @@ sys.path.insert(0, HERE)
 from native_quality import damaged_copies, default_photos  # noqa: E402
 from tables import print_table  # noqa: E402
 
-from siamese_quality.core.cepstrum import read_spectral_blur  # noqa: E402
+from siamese_quality.core.cepstrum import combined_width, read_spectral_blur  # noqa: E402
 from siamese_quality.core.degradations import FAMILIES  # noqa: E402
 from siamese_quality.core.distortions import get_distortion  # noqa: E402
 from siamese_quality.core.images import ImageFile  # noqa: E402
@@ -90,8 +91,8 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
         pooled = [spearmanr(values[k][chosen], truth)[0] for k in ("start", "edges", "energy")]
         width = np.exp(values["start"]) - EdgeSpreadNet.WIDTH_FLOOR
         for extra in (["shake"], ["defocus"], ["shake", "defocus"]):
-            wider = np.maximum.reduce([width, *(values[k] for k in extra)])
-            pooled.append(spearmanr(wider[chosen], truth)[0])
+            spectral = np.maximum.reduce([values[k] for k in extra])
+            pooled.append(spearmanr(combined_width(width, spectral)[chosen], truth)[0])
         within = [
             spearmanr(values["start"][chosen & (photo == p)], magnitude[chosen & (photo == p)])[0]
             for p in sorted(set(photo))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .calibration import MonotoneCalibration
+from .cepstrum import combined_width
 from .distortions import Distortion, get_distortion
 from .images import ImageFile, ImageSource
 from .model import QualityBranch, get_backbone
@@ -126,14 +127,14 @@ class PretextModel:
         self, raw: Sequence[float] | np.ndarray, spectral_sigmas: np.ndarray | None = None
     ) -> np.ndarray:
         """Raw scores -> magnitudes in the distortion's unit; given the images' spectral
-        blur widths (``PatchView.spectral_blur_sigma``), at least those where the view
-        reads them."""
+        blur widths (``PatchView.spectral_blur_sigma``), combined with them where the view
+        reads them (``cepstrum.combined_width``)."""
         if self.calibration is None or not self.calibration.is_fitted:
             raise RuntimeError(f"model {self.task!r} has no calibration")
         values = self.calibration.predict(raw)
         if spectral_sigmas is None or not self.reads_spectral_blur:
             return values
-        return np.maximum(values, np.asarray(spectral_sigmas, dtype=values.dtype))
+        return combined_width(values, spectral_sigmas).astype(values.dtype)
 
     @property
     def reads_spectral_blur(self) -> bool:
