@@ -17,8 +17,7 @@ image's cepstrum), combined with the start's width as ``sq.score`` combines them
 (``combined_width``), with the shake alone and the defocus alone; and, for every kind
 of damage, the share of files where each is found. ``--photos opencv`` reads OpenCV's
 21 sample photos instead (``fetch_opencv_photos.py``), which chose none of the
-cepstrum's constants.
-Deterministic; a few minutes.
+cepstrum's constants. Deterministic; a few minutes.
 """
 
 from __future__ import annotations

@@ -219,10 +219,9 @@ def read_defocus(spectrum: torch.Tensor) -> DefocusReading:
 def combined_width(edge_widths: np.ndarray, spectral_widths: np.ndarray) -> np.ndarray:
     """A blur's width from the edges' reading and the cepstrum's (px, Gaussian sigma):
     the larger, the cepstrum's counting up to ``MOST_OVER_EDGES`` times the edges'."""
-    spectral = np.minimum(
-        np.asarray(spectral_widths, dtype=np.float64), MOST_OVER_EDGES * edge_widths
-    )
-    return np.maximum(edge_widths, spectral)
+    edges = np.asarray(edge_widths, dtype=np.float64)
+    spectral = np.minimum(np.asarray(spectral_widths, dtype=np.float64), MOST_OVER_EDGES * edges)
+    return np.maximum(edges, spectral)
 
 
 def read_spectral_blur(native: torch.Tensor) -> SpectralBlur:

@@ -139,7 +139,7 @@ class PretextModel:
     @property
     def reads_spectral_blur(self) -> bool:
         """Whether the view also reads shake and defocus from the whole image (blur)."""
-        return getattr(self.view, "spectral_blur", False)
+        return self.view.spectral_blur
 
     def score_images(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated magnitudes, raw scores) for image files or arrays."""

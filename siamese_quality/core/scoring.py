@@ -43,7 +43,7 @@ class ImageFiles(torch.utils.data.Dataset):
         self.paths = list(paths)
         self.views = list(dict.fromkeys(view.pixels for view in views))
         # one cepstrum per image serves every view that reads it
-        self.spectral_view = next((v for v in views if getattr(v, "spectral_blur", False)), None)
+        self.spectral_view = next((v for v in views if v.spectral_blur), None)
 
     def __len__(self) -> int:
         return len(self.paths)

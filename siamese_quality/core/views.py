@@ -14,7 +14,7 @@ several) all prepare images here, so a magnitude means the same thing in each.
   no blur, JPEG blocks or pixelation, and a low quantile keeps them from voting.
   A view with ``spectral_blur`` (blur) also reads camera shake and defocus from the
   whole image's cepstrum (:mod:`~siamese_quality.core.cepstrum`), a fixed measurement
-  beside the branch's: the image's value is at least their Gaussian-equivalent width.
+  beside the branch's, which widens the image's value (``cepstrum.combined_width``).
   It needs the whole image, so it reads stored images only; training and held-out copies
   (rendered patches) measure the branch alone.
 
@@ -92,6 +92,7 @@ class WholeView:
     supersample: int = 1
     crop: float = 1.0
     kind = "whole"
+    spectral_blur = False  # needs the stored image's pixels: patch views only
 
     @property
     def input_size(self) -> int:
@@ -159,8 +160,8 @@ class PatchView:
             pixelated flat sky looks like a sharp one): they do not vote, and training
             does not use them. 0: every patch votes (noise shows best on flat patches)
         margin: px of context a patch is distorted with (a multiple of ``ALIGN``)
-        spectral_blur: the image's value is at least the width of the camera shake or
-            defocus its whole cepstrum shows (see :meth:`spectral_blur_sigma`)
+        spectral_blur: the image's value also reads the camera shake or defocus its
+            whole cepstrum shows (see :meth:`spectral_blur_sigma`)
     """
 
     size: int = 64
