@@ -11,13 +11,14 @@ the pooled Spearman of the start reading and of its two halves; how well each ph
 own files are ordered; and the ceiling of a reader that measured each file's total blur
 exactly, ``sqrt(s0^2 + sigma^2)`` with ``s0`` the undamaged photo's start reading and
 ``sigma`` the damage's Gaussian-equivalent width (defocus radius / 2, shake length /
-sqrt(12)): what the photos' own blur leaves to win. Beside them, the start reading with
-the view's spectral readings (``core.cepstrum``: camera shake and defocus from the whole
-image's cepstrum), combined with the start's width as ``sq.score`` combines them
-(``combined_width``), with the shake alone and the defocus alone; and, for every kind
-of damage, the share of files where each is found. ``--photos opencv`` reads OpenCV's
-21 sample photos instead (``fetch_opencv_photos.py``), which chose none of the
-cepstrum's constants. Deterministic; a few minutes.
+sqrt(12)): what the photos' own blur leaves to win. Beside them, the start reading
+calibrated as the bundled blur model calibrates it, with the view's spectral readings
+(``core.cepstrum``: camera shake and defocus from the whole image's cepstrum, round blur
+from its power spectrum), combined as ``sq.score`` combines them (``combined_width``):
+with the shake alone, the defocus alone, both (bundled models v4) and all three (v5,
+the field); and, for every kind of damage, the share of files where each is found.
+``--photos opencv`` reads OpenCV's 21 sample photos instead (``fetch_opencv_photos.py``),
+which chose none of the spectral readers' constants. Deterministic; a few minutes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from native_quality import damaged_copies, default_photos  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from siamese_quality.core.cepstrum import combined_width, read_spectral_blur  # noqa: E402
+from siamese_quality.core.defaults import load_default_model  # noqa: E402
 from siamese_quality.core.degradations import FAMILIES  # noqa: E402
 from siamese_quality.core.distortions import get_distortion  # noqa: E402
 from siamese_quality.core.images import ImageFile  # noqa: E402
@@ -56,14 +58,15 @@ GAUSSIAN_EQUIVALENT = {
 def readings(records: list[dict], view: PatchView) -> dict[str, np.ndarray]:
     """Per file: the start reading and its halves (log px), aggregated as ``view`` does,
     and the Gaussian-equivalent widths (px, 0: none found) of the shake and the defocus
-    its cepstrum shows."""
+    its cepstrum shows and of the round blur its power spectrum shows (NaN: not read)."""
     reader = EdgeSpreadNet()
-    found = {"start": [], "edges": [], "energy": [], "shake": [], "defocus": []}
+    found = {"start": [], "edges": [], "energy": [], "shake": [], "defocus": [], "round": []}
     for record in records:
         image = ImageFile(record["filepath"])
         spectral = read_spectral_blur(image.native_tensor())
         found["shake"].append(spectral.shake.sigma)
         found["defocus"].append(spectral.defocus.sigma)
+        found["round"].append(spectral.widths[1])
         patches = view.prepare(image).float()
         features, structure = reader(patches), patch_structure(patches[None])
         halves = {
@@ -88,10 +91,13 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
         chosen = (family == name) | (family == "")
         truth = magnitude[chosen]
         pooled = [spearmanr(values[k][chosen], truth)[0] for k in ("start", "edges", "energy")]
-        width = np.exp(values["start"]) - EdgeSpreadNet.WIDTH_FLOOR
-        for extra in (["shake"], ["defocus"], ["shake", "defocus"]):
-            spectral = np.maximum.reduce([values[k] for k in extra])
-            pooled.append(spearmanr(combined_width(width, spectral)[chosen], truth)[0])
+        width = load_default_model("blur").calibration.predict(values["start"])
+        for extra, readers in ((["shake"], 1), (["defocus"], 1), (["shake", "defocus"], 1)):
+            cepstral = np.maximum.reduce([values[k] for k in extra])
+            spectral = np.stack([cepstral, values["round"]], axis=1)
+            pooled.append(spearmanr(combined_width(width, spectral, readers)[chosen], truth)[0])
+        spectral = np.stack([np.maximum(values["shake"], values["defocus"]), values["round"]], 1)
+        pooled.append(spearmanr(combined_width(width, spectral)[chosen], truth)[0])
         within = [
             spearmanr(values["start"][chosen & (photo == p)], magnitude[chosen & (photo == p)])[0]
             for p in sorted(set(photo))
@@ -105,10 +111,12 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
 
 
 def found_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tuple]:
-    """Per kind of damage: the share of its files where a shake, a defocus is found."""
+    """Per kind of damage: the share of its files where a shake, a defocus, a round blur
+    of over 1 px is found."""
     family = np.array([r["family"] or "undamaged" for r in records])
+    least = {"shake": 0.0, "defocus": 0.0, "round": 1.0}
     return [
-        (name, *(f"{np.mean(values[k][family == name] > 0):.2f}" for k in ("shake", "defocus")))
+        (name, *(f"{np.mean(values[k][family == name] > least[k]):.2f}" for k in least))
         for name in dict.fromkeys(family)
     ]
 
@@ -138,13 +146,15 @@ def main(argv: list[str] | None = None) -> None:
         "energy alone",
         "start + shake",
         "start + defocus",
-        "start + both (the field)",
+        "start + both (v4)",
+        "+ round blur (v5, the field)",
         "within one photo",
         "exact reader's ceiling",
     )
     values = readings(records, view)
     print_table(header, family_rows(records, values))
-    print_table(("damage", "shake found", "defocus found"), found_rows(records, values))
+    header = ("damage", "shake found", "defocus found", "round blur over 1 px")
+    print_table(header, found_rows(records, values))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,11 @@ def build(task: str, photos: list[str], out: str, seed: int = 0) -> dict:
 
 def carry_over(task: str, out: str) -> None:
     """Keeps a bundled model that is not rebuilt, stamped with the current version: the
-    same weights and calibration, a new record of the version (so its sha256 changes)."""
+    same weights and calibration, a new record of the version (so its sha256 changes),
+    its view reading the spectral readers its distortion reads today (blur)."""
+    from dataclasses import replace
+
+    from siamese_quality.core.cepstrum import SPECTRAL_READERS
     from siamese_quality.core.defaults import DEFAULT_MODELS_VERSION
     from siamese_quality.core.pretext_model import PretextModel
 
@@ -101,6 +105,8 @@ def carry_over(task: str, out: str) -> None:
     if stamp.get("version") != DEFAULT_MODELS_VERSION:
         stamp["carried_from"] = stamp.get("version")
         stamp["version"] = DEFAULT_MODELS_VERSION
+        if model.distortion.reads_spectral_blur:
+            model.view = replace(model.view, spectral_blur=SPECTRAL_READERS)
         model.save(path)
         print(f"  {task}: carried over to version {DEFAULT_MODELS_VERSION}", flush=True)
 

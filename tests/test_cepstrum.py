@@ -1,7 +1,9 @@
-"""Camera shake and defocus are read from the whole image's cepstrum, in stored pixels.
+"""Camera shake, defocus and round blur are read from the whole image's spectrum, in
+stored pixels.
 
-Shakes and defocus disks are made here with OpenCV (anti-aliased kernels, not the
-library's code) on real photos from scikit-image, at their own resolution.
+Shakes, defocus disks, Gaussian blur and noise are made here with OpenCV and NumPy
+(anti-aliased kernels, not the library's code) on real photos from scikit-image, at
+their own resolution.
 """
 
 import math
@@ -16,10 +18,12 @@ from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality.core.cepstrum import (
+    EDGE_WEIGHT,
+    MOST_OVER_EDGES,
     NO_DEFOCUS,
     NO_SHAKE,
     TILE,
-    SpectralBlur,
+    combined_width,
     read_spectral_blur,
 )
 from siamese_quality.core.defaults import load_default_model
@@ -83,8 +87,9 @@ def test_sharp_and_jpeg_photos_show_nothing_and_round_blur_reads_under_its_sigma
         ok, data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         copies[f"jpeg {quality}"] = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
     found = {name: read_spectral_blur(_tensor(pixels)) for name, pixels in copies.items()}
-    nothing = SpectralBlur(NO_SHAKE, NO_DEFOCUS)
-    assert all(reading == nothing for reading in found.values()), found
+    assert all((r.shake, r.defocus) == (NO_SHAKE, NO_DEFOCUS) for r in found.values()), found
+    # nor a round blur to speak of: JPEG's lost high frequencies sit in its 8-px blocks
+    assert all(reading.round_blur < 0.6 for reading in found.values()), found
     # a Gaussian's spectrum has no zeros: at most a ring where it meets the quantisation
     # floor, read as half its width, so the edges (which read about sigma) decide
     for sigma in (1, 2, 3, 4, 6):
@@ -92,17 +97,49 @@ def test_sharp_and_jpeg_photos_show_nothing_and_round_blur_reads_under_its_sigma
         assert round_blur.sigma <= 0.6 * sigma, (sigma, round_blur)
 
 
+@pytest.mark.parametrize("sigma", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("name", ["astronaut", "chelsea"])
+def test_a_gaussian_blur_reads_its_sigma_from_the_power_spectrum(name, sigma):
+    found = read_spectral_blur(_tensor(cv2.GaussianBlur(_photo(name), (0, 0), sigma)))
+    # the curvature less two standard errors of it: a little under, never over
+    assert 0.8 * sigma <= found.round_blur <= 1.05 * sigma, found
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "rocket"])
+def test_noise_does_not_read_as_round_blur(name):
+    photo, rng = _photo(name), np.random.default_rng(0)
+    for sigma in (8, 16, 32, 48):  # heavy noise leaves few bins above the floor
+        noisy = np.clip(photo + rng.normal(0, sigma, photo.shape), 0, 255).astype(np.uint8)
+        assert read_spectral_blur(_tensor(noisy)).round_blur < 1.0, sigma
+
+
 def test_an_image_smaller_than_a_tile_reads_nothing():
     small = _shaken(_photo("astronaut"), 12, 30)[: TILE - 1]
-    assert read_spectral_blur(_tensor(small)).sigma == 0.0
+    found = read_spectral_blur(_tensor(small))
+    assert found.sigma == 0.0 and found.round_blur is None
+    assert found.widths[0] == 0.0 and math.isnan(found.widths[1])
+
+
+def test_the_field_takes_the_spectrum_where_it_reads_and_the_edges_elsewhere():
+    edges = np.array([2.0, 2.0, 2.0, 0.5, 2.0])
+    # (cepstrum, round blur): nothing; a round blur; a long shake; a lattice under
+    # crisp edges; an image under a tile (round blur not read)
+    spectral = np.array([[0, 0.3], [0, 3.0], [4.5, 0.4], [6.0, 0], [0, np.nan]])
+    combined = combined_width(edges, spectral)
+    expected = [EDGE_WEIGHT * 2, 3.0, 4.5, MOST_OVER_EDGES * 0.5, 2.0]
+    assert np.allclose(combined, expected), combined
+    # a view of bundled models v4 (readers 1) combines as it did: edges and cepstrum
+    assert np.allclose(combined_width(edges, spectral, readers=1), [2, 2, 4.5, 2.5, 2])
 
 
 def test_models_of_views_without_spectral_blur_keep_their_values():
     # model files written before views read the cepstrum lack the key: they read as before
     old = {"kind": "patches", "size": 64, "count": 16, "quantile": 0.05, "min_structure": 3.0}
-    assert view_from_dict(old) == PatchView(64, 16, 0.05, 3.0, spectral_blur=False)
+    assert view_from_dict(old) == PatchView(64, 16, 0.05, 3.0, spectral_blur=0)
+    # bundled models v4 stored True: the cepstrum alone
+    assert view_from_dict({**old, "spectral_blur": True}).spectral_blur == 1
     # and models that differ only there share one prepared copy of the patches
-    assert PatchView(spectral_blur=True).pixels == PatchView().pixels
+    assert PatchView(spectral_blur=2).pixels == PatchView().pixels
 
 
 def test_shaken_and_defocused_photos_read_at_least_that_wide_in_the_blur_field(

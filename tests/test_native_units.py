@@ -114,16 +114,18 @@ def _train_and_read(dataset, task: str, steps: int = 300, seed: int = 0) -> dict
 
 def test_a_photo_blurred_by_3_px_at_its_own_resolution_reads_3_px(photos_dataset):
     # blur starts as its edge-width reader and keeps it unless training beats it on the
-    # checkpoint photos, which 60 steps do not here: the start reads 3.9 px, calibrated on
-    # the 4 held-out photos of these 17 (the CNN it replaced read 3.5-4.8 px by steps)
+    # checkpoint photos, which 60 steps do not here. Its calibrated edges read 3.9 px
+    # (calibrated on the 4 held-out photos of these 17); the whole image's power spectrum
+    # reads the round blur itself, 2.85 px, and where it reads, the edges count at 0.6
     blur = _train_and_read(photos_dataset, "blur", steps=60)
-    assert blur["blur_3"] == pytest.approx(3.0, abs=1.0), blur
-    assert blur["blur_1"] < blur["blur_3"], blur
-    # where: a grid of patch values over the photo, in the same unit; the sharpest
-    # patches tell the photo's blur (smooth skin and sky read blurrier)
+    assert blur["blur_3"] == pytest.approx(3.0, abs=0.4), blur
+    assert blur["blur_1"] == pytest.approx(1.0, abs=0.3), blur
+    # where: a grid of the edges' calibrated patch values over the photo, in the same
+    # unit (smooth skin and sky read blurrier); the field sits under their median
     sample = photos_dataset.match_tags("test").match(fo.ViewField("case") == "blur_3").first()
     patches = np.array(sample.blur_patches)
-    assert patches.shape == (4, 4) and patches.min() <= sample.blur <= np.median(patches)
+    assert patches.shape == (4, 4) and sample.blur <= np.median(patches)
+    assert patches.min() == pytest.approx(3.0, abs=1.0)
 
 
 def test_a_jpeg_saved_at_quality_10_reads_quality_10(bundled_values):

@@ -124,22 +124,23 @@ class PretextModel:
         return None if values is None else values.view(n, count).mean(1).numpy().astype(float)
 
     def calibrated(
-        self, raw: Sequence[float] | np.ndarray, spectral_sigmas: np.ndarray | None = None
+        self, raw: Sequence[float] | np.ndarray, spectral_widths: np.ndarray | None = None
     ) -> np.ndarray:
         """Raw scores -> magnitudes in the distortion's unit; given the images' spectral
-        blur widths (``PatchView.spectral_blur_sigma``), combined with them where the view
-        reads them (``cepstrum.combined_width``)."""
+        blur widths ((N, 2), ``PatchView.spectral_blur_widths``), combined with them where
+        the view reads them (``cepstrum.combined_width``)."""
         if self.calibration is None or not self.calibration.is_fitted:
             raise RuntimeError(f"model {self.task!r} has no calibration")
         values = self.calibration.predict(raw)
-        if spectral_sigmas is None or not self.reads_spectral_blur:
+        if spectral_widths is None or not self.reads_spectral_blur:
             return values
-        return combined_width(values, spectral_sigmas).astype(values.dtype)
+        combined = combined_width(values, spectral_widths, self.view.spectral_blur)
+        return combined.astype(values.dtype)
 
     @property
     def reads_spectral_blur(self) -> bool:
-        """Whether the view also reads shake and defocus from the whole image (blur)."""
-        return self.view.spectral_blur
+        """Whether the view also reads blur from the whole image's spectrum (blur)."""
+        return bool(self.view.spectral_blur)
 
     def score_images(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated magnitudes, raw scores) for image files or arrays."""
@@ -148,7 +149,7 @@ class PretextModel:
             image = ImageFile(source)  # one decode for the patches and the cepstrum
             prepared.append(self.prepare(image))
             if self.reads_spectral_blur:
-                spectral.append(self.view.spectral_blur_sigma(image))
+                spectral.append(self.view.spectral_blur_widths(image))
         raw = self.raw_scores(torch.stack(prepared))
         return self.calibrated(raw, np.array(spectral) if spectral else None), raw
 

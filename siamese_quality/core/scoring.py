@@ -59,7 +59,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 view: patch_structure(pixels[None])[0] for view, pixels in prepared.items()
             }
             view = self.spectral_view
-            spectral = view.spectral_blur_sigma(image) if view else 0.0
+            spectral = view.spectral_blur_widths(image) if view else (0.0, float("nan"))
             return index, (prepared, grids, structures, spectral), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}
@@ -77,7 +77,8 @@ class _LoadedBatch:
     structures: dict[View, torch.Tensor]  # view.pixels -> (n, count), see patch_structure
     grids: list[dict[View, tuple[int, int]]]  # per readable file: patch views' grids
     failures: list[dict]  # {"index", "kind", "message"}
-    spectral: np.ndarray  # per readable file: its spectral blur width, px (0: none read)
+    # per readable file: its spectral blur widths, px (SpectralBlur.widths), (n, 2)
+    spectral: np.ndarray
 
     def __len__(self) -> int:
         return len(self.indices) + len(self.failures)
@@ -96,7 +97,7 @@ def collate_images(items, stack=torch.utils.data.default_collate) -> _LoadedBatc
         structures={view: stack([s[view] for _, _, s, _ in ok]) for view in views},
         grids=[grids for _, grids, *_ in ok],
         failures=[{"index": index, **failure} for index, _, failure in items if failure],
-        spectral=np.array([spectral for *_, spectral in ok], dtype=np.float64),
+        spectral=np.array([spectral for *_, spectral in ok], dtype=np.float64).reshape(-1, 2),
     )
 
 

@@ -12,9 +12,10 @@ several) all prepare images here, so a magnitude means the same thing in each.
   Magnitudes are in the stored image's pixels. The branch scores every patch and a
   quantile of the patch scores is the image's score: flat patches (sky, walls) show
   no blur, JPEG blocks or pixelation, and a low quantile keeps them from voting.
-  A view with ``spectral_blur`` (blur) also reads camera shake and defocus from the
-  whole image's cepstrum (:mod:`~siamese_quality.core.cepstrum`), a fixed measurement
-  beside the branch's, which widens the image's value (``cepstrum.combined_width``).
+  A view with ``spectral_blur`` (blur) also reads camera shake, defocus and round blur
+  from the whole image's spectrum (:mod:`~siamese_quality.core.cepstrum`), fixed
+  measurements beside the branch's, combined into the image's value
+  (``cepstrum.combined_width``).
   It needs the whole image, so it reads stored images only; training and held-out copies
   (rendered patches) measure the branch alone.
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from .cepstrum import read_spectral_blur
+from .cepstrum import SPECTRAL_READERS, read_spectral_blur
 from .distortions import Distortion
 from .images import ImageFile, center_crop
 
@@ -92,7 +93,7 @@ class WholeView:
     supersample: int = 1
     crop: float = 1.0
     kind = "whole"
-    spectral_blur = False  # needs the stored image's pixels: patch views only
+    spectral_blur = 0  # needs the stored image's pixels: patch views only
 
     @property
     def input_size(self) -> int:
@@ -160,8 +161,9 @@ class PatchView:
             pixelated flat sky looks like a sharp one): they do not vote, and training
             does not use them. 0: every patch votes (noise shows best on flat patches)
         margin: px of context a patch is distorted with (a multiple of ``ALIGN``)
-        spectral_blur: the image's value also reads the camera shake or defocus its
-            whole cepstrum shows (see :meth:`spectral_blur_sigma`)
+        spectral_blur: which of the whole image's spectral blur readings its value
+            also reads (:meth:`spectral_blur_widths`, ``cepstrum.combined_width``): 0
+            none, 1 the cepstrum's camera shake and defocus, 2 also the round blur
     """
 
     size: int = 64
@@ -169,7 +171,7 @@ class PatchView:
     quantile: float = 0.5
     min_structure: float = 0.0
     margin: int = 32
-    spectral_blur: bool = False
+    spectral_blur: int = 0
     kind = "patches"
 
     @property
@@ -180,7 +182,7 @@ class PatchView:
     def pixels(self) -> PatchView:
         """The view without how it aggregates: models that differ only there (blur,
         noise, JPEG) share one prepared copy of each image's patches."""
-        return replace(self, quantile=0.5, min_structure=0.0, spectral_blur=False)
+        return replace(self, quantile=0.5, min_structure=0.0, spectral_blur=0)
 
     @property
     def tile_size(self) -> int:
@@ -299,12 +301,13 @@ class PatchView:
             aggregated.append(torch.quantile(row[voters], self.quantile))
         return torch.stack(aggregated) if aggregated else scores[:, 0]
 
-    def spectral_blur_sigma(self, image: ImageFile) -> float:
-        """The Gaussian-equivalent width (px) of the camera shake or defocus the whole
-        image's cepstrum shows; 0 when it shows none or the view does not read it."""
+    def spectral_blur_widths(self, image: ImageFile) -> tuple[float, float]:
+        """The Gaussian-equivalent widths (px) the whole image's spectrum shows
+        (``SpectralBlur.widths``: the cepstrum's shake or defocus, 0 when none, and the
+        round blur, NaN when not read); (0, NaN) when the view does not read them."""
         if not self.spectral_blur:
-            return 0.0
-        return read_spectral_blur(image.native_tensor()).sigma
+            return 0.0, float("nan")
+        return read_spectral_blur(image.native_tensor()).widths
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
@@ -317,7 +320,8 @@ def view_from_dict(data: dict) -> View:
     """The inverse of ``to_dict``."""
     fields = {k: v for k, v in data.items() if k != "kind"}
     if data.get("kind") == "patches":
-        return PatchView(**fields)
+        # files of bundled models v4 stored True: the cepstrum's readings only
+        return PatchView(**{**fields, "spectral_blur": int(fields.get("spectral_blur", 0))})
     if data.get("kind") == "whole":
         return WholeView(**fields)
     raise ValueError(f"unknown view kind {data.get('kind')!r}")
@@ -337,7 +341,7 @@ def view_for(distortion: Distortion, working_resolution: int, patch_count: int) 
             count=patch_count,
             quantile=distortion.patch_quantile,
             min_structure=distortion.min_patch_structure,
-            spectral_blur=distortion.reads_spectral_blur,
+            spectral_blur=SPECTRAL_READERS if distortion.reads_spectral_blur else 0,
         )
     return WholeView(
         resolution=working_resolution,
