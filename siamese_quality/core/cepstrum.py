@@ -19,10 +19,13 @@ What else dips: a Gaussian blur has no zeros, but where its spectrum meets the
 quantisation floor the cepstrum rings at about ``2 sigma``, read as a disk of that
 diameter: a width of ``sigma / 2``, under what the edges read, so the edges decide;
 JPEG's 8-px block grid dips along the axes and is not taken for a shake, nor is a dip
-along both axes at once. Pixelation's block lattice (dips at every ``(k b, l b)``) reads
-as a long shake or a wide ring, 2.5-13 px for blocks of 2-8 px; but its edges are crisp,
-and :func:`combined_width` counts the cepstrum only up to ``MOST_OVER_EDGES`` times the
-edges' reading (telling a lattice, deep at ``(b, b)`` too, from a ring is the next step).
+along both axes at once. Pixelation's block lattice dips at many points ``(k b, l b)``
+in many directions: a shake's dips lie along its one direction (``L``, ``2 L``, ...), so
+a peak whose direction holds under ``SHAKE_CONCENTRATION`` of the cepstrum's deep dips is
+not taken for one; and a ring dips all round its radius, a lattice only where its points
+fall, so the defocus profile is each radius's median, not its mean. Before these two,
+blocks of 2-8 px read 2.5-13 px of shake or ring. :func:`combined_width` also counts the
+cepstrum only up to ``MOST_OVER_EDGES`` times the edges' reading (their edges are crisp).
 
 A round (Gaussian) blur of sigma ``s`` has no zeros: it multiplies the power spectrum by
 ``exp(-4 pi^2 s^2 f^2)``. A photo's own spectrum falls as a power of the frequency,
@@ -63,6 +66,11 @@ MIN_RING_DEPTH = 25.0
 FAR = 24
 SMALLEST_RING, WIDEST_RING = 3, 40
 JPEG_BLOCK = 8  # px: JPEG's block grid dips at multiples of it along the axes
+# a shake's peak must hold this share of the deep dips' depth (those at MIN_DEPTH and
+# more), within SHAKE_SPREAD_DEGREES of its direction: a pixelated photo's lattice held
+# 5-40 % (blur_readings.py: blocks read as blur at |Spearman| 0.70 with it, 0.74 without)
+SHAKE_CONCENTRATION = 0.5
+SHAKE_SPREAD_DEGREES = 10.0
 # the cepstrum's width counts up to this many times what the edges read: a block lattice
 # (pixelation: crisp edges, 0.65 px) dips like a long shake, a real shake leaves the
 # edges 1/4 of its width at most (24 px: edges 1.7, cepstrum 7.2; docs/experiments.md)
@@ -255,6 +263,19 @@ def _axis_masks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return near_axis, near_axis & jpeg, radius.round().long().clamp(max=TILE // 2 - 1)
 
 
+@cache
+def _ring_members() -> torch.Tensor:
+    """(TILE // 2, most): the flat indices of each whole radius's bins, padded with the
+    index one past the cepstrum (a NaN)."""
+    radius = _quefrencies()[2].round().long().flatten()
+    rings = [torch.nonzero(radius == r).flatten() for r in range(TILE // 2)]
+    most = max(len(ring) for ring in rings)
+    padded = torch.full((len(rings), most), TILE * TILE, dtype=torch.long)
+    for r, ring in enumerate(rings):
+        padded[r, : len(ring)] = ring
+    return padded
+
+
 def _grid_dips(depth: torch.Tensor) -> torch.Tensor:
     """Where a dip near an axis belongs to a block grid, not a shake: radii at which both
     axes dip (pixelation), and multiples of JPEG's block along them."""
@@ -278,17 +299,25 @@ def read_shake(spectrum: torch.Tensor) -> ShakeReading:
     if float(depth.flatten()[best]) < MIN_DEPTH:
         return NO_SHAKE
     angle = math.degrees(math.atan2(-float(qy.flatten()[best]), float(qx.flatten()[best])))
+    if _share_along(depth, candidates & (depth >= MIN_DEPTH), angle) < SHAKE_CONCENTRATION:
+        return NO_SHAKE  # dips in many directions: a block lattice or a ring
     return ShakeReading(float(radius.flatten()[best]), angle % 180.0, float(depth.flatten()[best]))
 
 
+def _share_along(depth: torch.Tensor, deep: torch.Tensor, angle: float) -> float:
+    """The share of the ``deep`` bins' depth within ``SHAKE_SPREAD_DEGREES`` of ``angle``."""
+    qy, qx, _ = _quefrencies()
+    off = (torch.rad2deg(torch.atan2(-qy, qx)) - angle + 90.0) % 180.0 - 90.0
+    weights = torch.where(deep, depth, torch.zeros_like(depth))
+    return float(weights[off.abs() <= SHAKE_SPREAD_DEGREES].sum() / weights.sum())
+
+
 def read_defocus(spectrum: torch.Tensor) -> DefocusReading:
-    """The defocus ring a :func:`cepstrum` shows (its mean over each whole radius), or
+    """The defocus ring a :func:`cepstrum` shows (its median over each whole radius), or
     ``NO_DEFOCUS``."""
-    radius = _quefrencies()[2].round().long().flatten()
-    inside = radius < TILE // 2
-    sums = torch.zeros(TILE // 2).index_add_(0, radius[inside], spectrum.flatten()[inside])
-    counts = torch.bincount(radius[inside], minlength=TILE // 2).float()
-    profile = sums / counts
+    members = _ring_members()
+    values = torch.cat([spectrum.flatten(), spectrum.new_full((1,), math.nan)])
+    profile = values[members].nanmedian(dim=1).values  # a lattice's few points do not move it
     far = profile[FAR : TILE // 2 - 1]
     spread = (far - far.median()).abs().median() * 1.4826
     depth = -profile[SMALLEST_RING:WIDEST_RING] / spread.clamp(min=1e-12)
