@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # 4: blur also reads camera shake and defocus from the whole image's cepstrum (its view's
 # "spectral_blur"; the same weights); the other six carried over from 3
 # 5: blur also reads round blur from the power spectrum's fall-off, and its edges count
-# at EDGE_WEIGHT where that reads (its view's "spectral_blur": 2; the same weights); the
+# at EDGE_WEIGHT where that reads (its view's "spectral_blur": 2; the same weights; the
+# cepstrum no longer reads a pixelated photo's block lattice as a shake or a ring); the
 # other six carried over from 4
 DEFAULT_MODELS_VERSION = "5"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
