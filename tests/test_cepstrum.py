@@ -113,6 +113,21 @@ def test_noise_does_not_read_as_round_blur(name):
         assert read_spectral_blur(_tensor(noisy)).round_blur < 1.0, sigma
 
 
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket"])
+def test_a_pixelated_photo_reads_no_shake_ring_or_round_blur(name):
+    # integer blocks, as a downscale by a whole factor and a nearest-neighbour upscale
+    # make them: the lattice dips at many points in many directions (before the test of
+    # a shake's one direction and the ring's median, blocks of 2-8 px read 2.5-13 px)
+    photo = _photo(name)
+    height, width = photo.shape[:2]
+    for block in (2, 3, 4, 6, 8):
+        small = cv2.resize(photo, (width // block, height // block), interpolation=cv2.INTER_AREA)
+        pixels = cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+        found = read_spectral_blur(_tensor(pixels))
+        assert (found.shake, found.defocus) == (NO_SHAKE, NO_DEFOCUS), (block, found)
+        assert found.round_blur < 1.0, (block, found)
+
+
 def test_an_image_smaller_than_a_tile_reads_nothing():
     small = _shaken(_photo("astronaut"), 12, 30)[: TILE - 1]
     found = read_spectral_blur(_tensor(small))
