@@ -84,6 +84,7 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
     magnitude = np.array([r["magnitude"] or 0.0 for r in records])
     photo = np.array([r["photo"] for r in records])
     undamaged = {p: values["start"][(family == "") & (photo == p)][0] for p in set(photo)}
+    width = load_default_model("blur").calibration.predict(values["start"])
     rows = []
     for name, per_unit in GAUSSIAN_EQUIVALENT.items():
         if name not in family:
@@ -91,7 +92,6 @@ def family_rows(records: list[dict], values: dict[str, np.ndarray]) -> list[tupl
         chosen = (family == name) | (family == "")
         truth = magnitude[chosen]
         pooled = [spearmanr(values[k][chosen], truth)[0] for k in ("start", "edges", "energy")]
-        width = load_default_model("blur").calibration.predict(values["start"])
         for extra, readers in ((["shake"], 1), (["defocus"], 1), (["shake", "defocus"], 1)):
             cepstral = np.maximum.reduce([values[k] for k in extra])
             spectral = np.stack([cepstral, values["round"]], axis=1)

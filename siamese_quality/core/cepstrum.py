@@ -162,6 +162,10 @@ class SpectralBlur:
         return self.sigma, math.nan if self.round_blur is None else self.round_blur
 
 
+# what an image under a tile shows, and a view that reads no spectrum passes on
+NOTHING_READ = SpectralBlur(NO_SHAKE, NO_DEFOCUS)
+
+
 def tile_corners(height: int, width: int) -> list[tuple[int, int]]:
     """Top-left corners of up to ``MOST_TILES`` tiles of ``TILE`` px spread over an image."""
     rows, columns = max(1, height // TILE), max(1, width // TILE)
@@ -305,10 +309,16 @@ def read_shake(spectrum: torch.Tensor) -> ShakeReading:
     return ShakeReading(float(radius.flatten()[best]), angle % 180.0, float(depth.flatten()[best]))
 
 
+@cache
+def _directions() -> torch.Tensor:
+    """Every cepstrum bin's direction from the origin, degrees (as a shake's ``angle``)."""
+    qy, qx, _ = _quefrencies()
+    return torch.rad2deg(torch.atan2(-qy, qx))
+
+
 def _share_along(depth: torch.Tensor, deep: torch.Tensor, angle: float) -> float:
     """The share of the ``deep`` bins' depth within ``SHAKE_SPREAD_DEGREES`` of ``angle``."""
-    qy, qx, _ = _quefrencies()
-    off = (torch.rad2deg(torch.atan2(-qy, qx)) - angle + 90.0) % 180.0 - 90.0
+    off = (_directions() - angle + 90.0) % 180.0 - 90.0
     weights = torch.where(deep, depth, torch.zeros_like(depth))
     return float(weights[off.abs() <= SHAKE_SPREAD_DEGREES].sum() / weights.sum())
 
@@ -357,7 +367,7 @@ def read_spectral_blur(native: torch.Tensor) -> SpectralBlur:
     """The camera shake, the defocus ring and the round blur in a uint8 (3, H, W) image."""
     power = mean_power(native)
     if power is None:
-        return SpectralBlur(NO_SHAKE, NO_DEFOCUS)
+        return NOTHING_READ
     spectrum = cepstrum_of(power)
     return SpectralBlur(read_shake(spectrum), read_defocus(spectrum), read_round_blur(power))
 
@@ -365,6 +375,7 @@ def read_spectral_blur(native: torch.Tensor) -> SpectralBlur:
 __all__ = [
     "NO_DEFOCUS",
     "NO_SHAKE",
+    "NOTHING_READ",
     "SPECTRAL_READERS",
     "DefocusReading",
     "ShakeReading",

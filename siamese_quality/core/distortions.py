@@ -86,8 +86,9 @@ class Distortion:
             scores (see ``views.PatchView``)
         min_patch_structure: local only: patches whose grey levels vary less than this
             (standard deviation, 0-255) carry no evidence and do not vote
-        reads_spectral_blur: local only: an image's value also reads the camera shake or
-            defocus its whole cepstrum shows (blur; :mod:`~siamese_quality.core.cepstrum`)
+        reads_spectral_blur: local only: an image's value also reads the camera shake,
+            defocus and round blur its whole spectrum shows (blur;
+            :mod:`~siamese_quality.core.cepstrum`)
         supersample: global only: the distortion is rendered at this multiple of the
             working resolution and downsampled, so resampling itself leaves no trace
         input_crop: global only: the centre fraction of the working-resolution image

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .cepstrum import NOTHING_READ
 from .images import ImageFile, ImageLoadError
 from .pretext_model import PretextModel
 from .views import View, patch_structure
@@ -59,7 +60,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 view: patch_structure(pixels[None])[0] for view, pixels in prepared.items()
             }
             view = self.spectral_view
-            spectral = view.spectral_blur_widths(image) if view else (0.0, float("nan"))
+            spectral = view.spectral_blur_widths(image) if view else NOTHING_READ.widths
             return index, (prepared, grids, structures, spectral), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}

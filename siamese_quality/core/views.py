@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from .cepstrum import SPECTRAL_READERS, read_spectral_blur
+from .cepstrum import NOTHING_READ, SPECTRAL_READERS, read_spectral_blur
 from .distortions import Distortion
 from .images import ImageFile, center_crop
 
@@ -306,7 +306,7 @@ class PatchView:
         (``SpectralBlur.widths``: the cepstrum's shake or defocus, 0 when none, and the
         round blur, NaN when not read); (0, NaN) when the view does not read them."""
         if not self.spectral_blur:
-            return 0.0, float("nan")
+            return NOTHING_READ.widths
         return read_spectral_blur(image.native_tensor()).widths
 
     def to_dict(self) -> dict:
