@@ -7,9 +7,9 @@ sharded job share a job id and hold the lock together.
 
 A lock held by a process that died (killed worker, lost machine) does not block
 forever: a holder whose process is gone (same host) or whose heartbeat is older
-than :data:`STALE_AFTER_S` is dropped, and the next job to take a lock first
-removes every lock document whose holders are all gone (all the locks a dead job
-held, not only the one it meets).
+than :data:`STALE_AFTER_S` is dropped, and the next scoring job (even one with
+nothing left to score) first removes every lock document whose holders are all
+gone (all the locks a dead job held, not only the one it meets).
 
 A sharded job holds its locks from the moment it queues its shards: the queued
 operations are a holder, alive while any of them is queued, scheduled or running

@@ -309,8 +309,11 @@ def run_scoring(plan: ScoringPlan):
 
 def _score_plan(plan: ScoringPlan):
     from .core.scoring import iter_model_scores
-    from .locks import field_locks
+    from .locks import field_locks, sweep_stale_locks
 
+    # every job tidies up after dead ones, also one that finds nothing left to do
+    # (a job killed after its last write leaves its locks, and nothing else to score)
+    sweep_stale_locks()
     dataset = root_dataset(plan.samples)
     ids, paths, fingerprints = _samples_to_score(plan)
     skipped = len(plan.samples) - len(ids) if plan.skip_unchanged else 0

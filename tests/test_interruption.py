@@ -52,6 +52,17 @@ for count in range(100000):  # replace the results over and over, until killed
     runs.update_results(dataset, "blur", lambda results: results.update(evaluations=[count]))
 """
 
+DIE_HOLDING_LOCKS_SCRIPT = """
+import os
+import sys
+import fiftyone as fo
+from siamese_quality import locks
+dataset = fo.load_dataset(sys.argv[1])
+locks.acquire_all(str(dataset._doc.id), [sys.argv[2], "results:blur"], job="dead")
+print("STARTED", flush=True)
+os._exit(0)  # gone without releasing, as a kill after the last write leaves it
+"""
+
 
 def _start(script: str, *args: str) -> subprocess.Popen:
     process = subprocess.Popen(
@@ -143,6 +154,19 @@ def test_a_process_killed_while_replacing_a_models_results_leaves_them_readable(
         results = runs.load_results(dataset, "blur", attempts=1)  # no retry: it must be there
         assert results["calibration"] == calibration
         assert len(results["evaluations"]) == 1
+
+
+def test_a_job_with_nothing_left_to_score_removes_the_locks_of_dead_jobs(scoring_dataset):
+    dataset, expected = scoring_dataset
+    sq.score(dataset, key="blur", field="quality", progress=False)
+    process = _start(DIE_HOLDING_LOCKS_SCRIPT, dataset.name, "quality")
+    assert process.wait(timeout=60) == 0
+    mine = {"_id": {"$regex": f"^{dataset._doc.id}:"}}
+    assert foo_odm.get_db_conn()[COLLECTION].count_documents(mine) == 2
+    summary = sq.score(dataset, key="blur", field="quality", skip_unchanged=True, progress=False)
+    assert summary["skipped_unchanged"] == len(dataset)
+    assert foo_odm.get_db_conn()[COLLECTION].count_documents(mine) == 0
+    assert _check_values(dataset, "quality", expected) == len(dataset)
 
 
 @pytest.mark.slow
