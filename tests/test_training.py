@@ -165,6 +165,27 @@ def test_blur_front_end_tells_camera_shake_by_its_direction_and_flat_patches_by_
     assert torch.allclose(flat[0, :2], torch.log(torch.tensor(net.WIDEST + net.WIDTH_FLOOR)))
 
 
+def test_blur_front_end_quantiles_per_patch_are_torchs_quantiles():
+    """The edge widths' quantiles come from one sort of all patches' edges: each patch's
+    must be what ``torch.quantile`` gives for its own edges (empty, single, tied)."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = [0, 1, 2, 7, 40, 0, 300, 5]
+    values = [torch.rand(n, generator=generator) * 10 for n in sizes]
+    values[4][:20] = 2.5  # ties
+    values[6][0] = 0.0
+    groups = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    order = torch.randperm(len(groups), generator=generator)  # edges in pixel order
+    levels = torch.tensor(EdgeSpreadNet.POOLED_QUANTILES)
+    got = EdgeSpreadNet._grouped_quantiles(
+        torch.cat(values)[order], groups[order], len(sizes), levels
+    )
+    for i, v in enumerate(values):
+        if len(v) == 0:
+            assert got[i].isnan().all()
+        else:
+            assert torch.allclose(got[i], torch.quantile(v, levels), rtol=0, atol=1e-6), i
+
+
 def test_blur_training_starts_as_the_front_ends_reading_and_keeps_it_unless_beaten(tmp_path):
     """A branch that starts as a classical reading (blur's) keeps it unless training
     beats it on the checkpoint images with confidence, and says which it kept."""

@@ -254,7 +254,8 @@ class EdgeSpreadNet(nn.Module):
         size = x.shape[dim] - len(taps) + 1
         out = taps[0] * x.narrow(dim, 0, size)
         for i, tap in enumerate(taps[1:], start=1):
-            out = out + tap * x.narrow(dim, i, size)
+            if tap:  # a zero tap adds nothing (the derivative's centre): two passes saved
+                out = out + tap * x.narrow(dim, i, size)
         return out
 
     def _reblurred(self, x: torch.Tensor, index: int) -> torch.Tensor:
@@ -370,32 +371,79 @@ class EdgeSpreadNet(nn.Module):
             "noise": noise,
         }
 
-    def _quantiles(
-        self, reading: torch.Tensor, chosen: torch.Tensor, levels, fewest: int
+    @staticmethod
+    def _grouped_quantiles(
+        values: torch.Tensor, groups: torch.Tensor, count: int, levels: torch.Tensor
     ) -> torch.Tensor:
-        """Quantiles of ``reading`` (N, H, W) over the ``chosen`` pixels (N, H * W);
-        ``WIDEST`` for patches with fewer than ``fewest`` chosen."""
-        values = reading.flatten(1).masked_fill(~chosen, float("nan"))
-        q = torch.nanquantile(values, torch.tensor(levels, device=values.device), dim=1).t()
-        enough = chosen.sum(1, keepdim=True) >= fewest
-        return torch.where(enough, q, torch.full_like(q, self.WIDEST)).nan_to_num(self.WIDEST)
+        """Quantiles (``torch.quantile``'s linear interpolation, the same values) of
+        ``values`` (M,) within each of ``count`` groups (``groups``: M ids), NaN for an
+        empty group: (count, len(levels)).
+
+        Edges are a few per cent of a patch's pixels: sorting them alone, once, costs a
+        fraction of ``nanquantile``, which sorts every pixel of every patch per call
+        (a quarter of this front end's time). ``values`` must not be negative: the bits
+        of non-negative floats sort as their values do, so one integer sort of (group,
+        bits) orders both, exactly (three times faster than sorting the floats)."""
+        bits = values.abs().contiguous().view(torch.int32).to(torch.int64)
+        keys = torch.sort(groups.to(torch.int64) << 32 | bits).values
+        ordered = (keys & 0xFFFFFFFF).to(torch.int32).view(torch.float32)
+        sizes = torch.bincount(groups, minlength=count)
+        starts = torch.cumsum(sizes, 0) - sizes
+        ranks = levels[None, :] * (sizes[:, None] - 1).to(levels.dtype)
+        below = ranks.to(torch.long)
+        weights = ranks - below
+        above = ranks.ceil().to(torch.long)
+        last = max(len(ordered) - 1, 0)
+        padded = ordered if len(ordered) else values.new_full((1,), float("nan"))
+        low = padded[(starts[:, None] + below).clamp(0, last)]
+        high = padded[(starts[:, None] + above).clamp(0, last)]
+        quantiles = low.lerp(high, weights)
+        return quantiles.masked_fill((sizes == 0)[:, None], float("nan"))
+
+    def _quantiles(
+        self, reading: torch.Tensor, groups: torch.Tensor, chosen: torch.Tensor, count: int, levels
+    ) -> torch.Tensor:
+        """Quantiles of ``reading`` (N, H, W) at the ``chosen`` pixels (indices into the
+        flat readings) within each of ``count`` groups (``groups``: one per chosen
+        pixel): (count, len(levels)), NaN for a group without any."""
+        values = reading.flatten()[chosen]
+        levels = torch.tensor(levels, device=values.device)
+        return self._grouped_quantiles(values, groups, count, levels)
 
     def _edge_features(self, r: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list, list]:
         """The edges' start reading (N,), their width quantiles and counts."""
+        n = r["edge"].shape[0]
         edge = r["edge"].flatten(1)
-        widths = [
-            self._quantiles(r[reading], edge, self.POOLED_QUANTILES, self.MIN_EDGES)
+        chosen = edge.flatten().nonzero().squeeze(1)
+        patch = torch.div(chosen, edge.shape[1], rounding_mode="floor")
+        direction = r["direction"].flatten()[chosen]
+        per_direction = patch * self.DIRECTIONS + direction
+        counts_pooled = torch.bincount(patch, minlength=n)
+        counts_direction = torch.bincount(per_direction, minlength=n * self.DIRECTIONS)
+        counts_direction = counts_direction.view(n, self.DIRECTIONS)
+
+        def enough(q: torch.Tensor, counts: torch.Tensor, fewest: int) -> torch.Tensor:
+            keep = (counts >= fewest)[:, None]
+            return torch.where(keep, q, torch.full_like(q, self.WIDEST)).nan_to_num(self.WIDEST)
+
+        widths = []
+        for reading in ("fine", "wide"):
+            q = self._quantiles(r[reading], patch, chosen, n, self.POOLED_QUANTILES)
+            widths.append(enough(q, counts_pooled, self.MIN_EDGES))
+        by_direction = {
+            reading: self._quantiles(
+                r[reading], per_direction, chosen, n * self.DIRECTIONS, self.DIRECTION_QUANTILES
+            ).view(n, self.DIRECTIONS, -1)
             for reading in ("fine", "wide")
-        ]
-        counts, sharpest = [edge.sum(1, keepdim=True)], []
+        }
+        counts, sharpest = [counts_pooled[:, None]], []
         for k in range(self.DIRECTIONS):
-            chosen = edge & (r["direction"] == k).flatten(1)
-            fewest = self.MIN_DIRECTION_EDGES
+            told = counts_direction[:, k] >= self.MIN_DIRECTION_EDGES
             for reading in ("fine", "wide"):
-                widths.append(self._quantiles(r[reading], chosen, self.DIRECTION_QUANTILES, fewest))
-            told = chosen.sum(1) >= fewest
+                q = by_direction[reading][:, k]
+                widths.append(enough(q, counts_direction[:, k], self.MIN_DIRECTION_EDGES))
             sharpest.append(torch.where(told, widths[-2][:, 0], -math.inf))
-            counts.append(chosen.sum(1, keepdim=True))
+            counts.append(counts_direction[:, k : k + 1])
         # the widest direction with enough edges; else every edge's; else WIDEST
         start = torch.stack(sharpest, 1).amax(1)
         return torch.where(start.isfinite(), start, widths[0][:, 0]), widths, counts
