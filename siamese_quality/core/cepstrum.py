@@ -187,10 +187,15 @@ def mean_power(native: torch.Tensor) -> torch.Tensor | None:
     height, width = native.shape[-2:]
     if height < TILE or width < TILE:
         return None
-    # only the tiles become float: a whole 3-MP photo's conversion cost more than the FFTs
+    # only the tiles become float: a whole 3-MP photo's conversion cost more than the FFTs.
+    # Decoded photos lie in memory pixel by pixel (HWC): NumPy cuts and stacks their
+    # tiles there, and adds the channels as planes, in a third of torch's time
     corners = tile_corners(height, width)
-    tiles = torch.stack([native[:, t : t + TILE, c : c + TILE] for t, c in corners])
-    tiles = tiles.sum(1, dtype=torch.float32).mul_(1 / 3)  # the grey level, in one pass
+    pixels = native.permute(1, 2, 0).numpy()
+    stacked = np.stack([pixels[t : t + TILE, c : c + TILE] for t, c in corners])
+    planes = stacked.astype(np.float32)
+    grey = planes[..., 0] + planes[..., 1] + planes[..., 2]  # exact: whole levels
+    tiles = torch.from_numpy(grey).mul_(1 / 3)
     tiles = tiles - tiles.mean((1, 2), keepdim=True)
     spectra = torch.view_as_real(torch.fft.rfft2(tiles * _window()))
     # the mean power over the tiles, summed in the flat layout (8x faster than abs())
