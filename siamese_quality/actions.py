@@ -1,7 +1,7 @@
 """Quality views: sort, filter and tag samples by a quality field, worst first.
 
 "Worst" depends on the distortion: a larger blur sigma is worse, a lower JPEG
-quality is worse, and a tilt or brightness offset is worse the further it is from
+quality is worse, and a tilt or an exposure error is worse the further it is from
 zero in either direction. :func:`severity` turns a quality field into a
 ViewExpression that grows with how bad a sample is, so every action below works
 the same way for every model (and for your own numeric fields, taken as is).

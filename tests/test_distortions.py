@@ -74,15 +74,23 @@ def test_blur_lowers_laplacian_variance_monotonically(photo):
     assert _strictly_increasing(variances[::-1])
 
 
-def test_brightness_moves_mean_hsv_value_by_the_offset(photo):
-    base = photo.amax(0).float().mean()
-    for offset in (-50, -20, 20, 50):
-        moved = D.brightness_shift(photo, offset).amax(0).float().mean()
-        assert abs((moved - base) - offset) < 1.5, offset
-    # hue is kept: channel ratios of an unclipped pixel do not change
-    pixel = photo[:, 64, 64].float()
-    shifted = D.brightness_shift(photo, 20)[:, 64, 64].float()
-    assert torch.allclose(shifted / shifted.max(), pixel / pixel.max(), atol=0.03)
+def test_brightness_is_exposure_in_stops_as_a_camera_applies_it(photo):
+    """A stop halves or doubles linear light (sRGB's 2.2 gamma), keeps the hue, clips
+    only at white; the independent lookup-table implementation agrees."""
+    linear = (photo.float() / 255) ** D.SRGB_GAMMA
+    unclipped = linear.amax(0) < 0.4  # stays below white when doubled
+    for stops in (-1.0, 1.0):
+        moved = (D.exposure(photo, stops).float() / 255) ** D.SRGB_GAMMA
+        ratio = moved.sum(0)[unclipped].sum() / linear.sum(0)[unclipped].sum()
+        assert ratio == pytest.approx(2.0**stops, rel=0.03), stops
+        difference = D.exposure(photo, stops).int() - D.exposure_lookup(photo, stops).int()
+        assert difference.abs().max() <= 1, stops
+    pixel = linear[:, 64, 64]
+    darker = (D.exposure(photo, -1.0)[:, 64, 64].float() / 255) ** D.SRGB_GAMMA
+    assert torch.allclose(darker / darker.sum(), pixel / pixel.sum(), atol=0.02)
+    # over-exposure clips at white; under-exposure darkens every tone, none to black
+    assert (D.exposure(photo, 2.0) == 255).float().mean() > 0.05
+    assert D.exposure(photo, -2.0).amin() > 0 and D.exposure(photo, -2.0).amax() < 200
 
 
 def test_noise_has_the_requested_sigma_and_raises_a_noise_estimate(photo):

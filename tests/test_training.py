@@ -8,8 +8,10 @@ import pytest
 import skimage.data
 import torch
 from conftest import dead_leaves_image, write_dead_leaves_images
+from scipy.stats import spearmanr
 
-from siamese_quality.core.baselines import tonal_reach
+from siamese_quality.core.baselines import mean_hsv_value, tonal_reach
+from siamese_quality.core.degradations import exposure_gain, exposure_gamma
 from siamese_quality.core.distortions import get_distortion
 from siamese_quality.core.evaluation import EvaluationSet, evaluate_model, magnitude_grid
 from siamese_quality.core.images import load_image
@@ -28,6 +30,7 @@ from siamese_quality.core.training import (
     train_pretext_model,
 )
 from siamese_quality.core.views import PatchView, WholeView
+from siamese_quality.demo import SKIMAGE_COLOR_PHOTOS
 
 
 def _sources(count: int, seed: int = 0, size=(200, 160)) -> list[torch.Tensor]:
@@ -418,6 +421,28 @@ def test_contrast_starts_from_the_classical_tonal_reach_of_the_view_it_reads():
         image = contrast.apply(photo, factor)
         score = float(branch.score(image[None])[0])
         assert score == pytest.approx(tonal_reach(image), abs=1e-4), factor
+
+
+@pytest.mark.parametrize("damage", [exposure_gain, exposure_gamma])
+def test_brightness_starts_from_highlights_and_ranks_exposure_across_photos(damage):
+    """Exposure by gain (the highlights go with it) and by a tone curve (they stay), at
+    the photos' own resolution: brightness's default branch (exposure_levels), as it
+    starts, ranks the added exposure of eight different scenes pooled ahead of their
+    mean level, which mixes exposure with how dark each scene is."""
+    branch = QualityBranch("exposure_levels")
+    rng = np.random.default_rng(0)
+    starts, mean_values, stops = [], [], []
+    for name in SKIMAGE_COLOR_PHOTOS:
+        photo = getattr(skimage.data, name)()
+        photo = photo[0] if name == "stereo_motorcycle" else photo  # a stereo pair
+        for step in (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5):
+            damaged = damage(photo, step, rng) if step else photo
+            image = torch.from_numpy(np.ascontiguousarray(damaged)).permute(2, 0, 1)
+            starts.append(float(branch.score(image[None])[0]))
+            mean_values.append(mean_hsv_value(image))
+            stops.append(step)
+    start_rank, mean_rank = spearmanr(starts, stops)[0], spearmanr(mean_values, stops)[0]
+    assert start_rank > mean_rank + 0.05, (start_rank, mean_rank)
 
 
 def test_scoring_folds_batch_norm_into_the_convolutions_without_changing_scores():

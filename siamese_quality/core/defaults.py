@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # at EDGE_WEIGHT where that reads (its view's "spectral_blur": 2; the same weights; the
 # cepstrum no longer reads a pixelated photo's block lattice as a shake or a ring); the
 # other six carried over from 4
-DEFAULT_MODELS_VERSION = "5"
+# 6: brightness reads the mean grey beside the highlights (backbone "exposure_levels"),
+# retrained; the other six carried over from 5
+DEFAULT_MODELS_VERSION = "6"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
 

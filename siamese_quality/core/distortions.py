@@ -471,41 +471,41 @@ def inscribed_crop_fraction(max_degrees: float) -> float:
     return 1.0 / (math.cos(theta) + math.sin(theta))
 
 
-# --- brightness ----------------------------------------------------------------------
+# --- brightness: exposure ------------------------------------------------------------
+
+# sRGB's display gamma: a level v on 0-255 is (v / 255) ** 2.2 in linear light
+SRGB_GAMMA = 2.2
 
 
-def _shift_hsv_value(rgb: torch.Tensor, offset: float) -> torch.Tensor:
-    """Shifts the HSV value of float RGB in [0, 255] by ``offset``, keeping H and S."""
-    value = rgb.amax(dim=0, keepdim=True)
-    shifted = (value + offset).clamp(0, 255)
-    # For fixed hue and saturation, RGB scales linearly with V; black has no hue: grey
-    scale = torch.where(value > 0, shifted / value.clamp(min=1e-6), torch.zeros_like(value))
-    grey = torch.where(value > 0, torch.zeros_like(value), shifted)
-    return rgb * scale + grey
+def exposure(image: torch.Tensor, stops: float) -> torch.Tensor:
+    """Exposure changed by ``stops`` as a camera changes it: a gain of ``2 ** stops`` in
+    linear light, clipped at white. Under-exposure darkens every tone and keeps the hue;
+    over-exposure brightens and clips the highlights first. Positive brightens.
 
-
-def brightness_shift(image: torch.Tensor, offset: float) -> torch.Tensor:
-    """Additive shift of HSV value: ``V' = clip(V + offset, 0, 255)``, hue and saturation kept.
-
-    ``offset`` is on the 0-255 scale; positive brightens. Values clip at 0 and 255 as an
-    under- or over-exposed photo does.
+    An earlier unit, an additive shift of HSV value, is not how exposure goes wrong: it
+    lifts the blacks and leaves the highlights' share of the range to the scene, and a
+    model trained on it learned to read the mean level, which mixes exposure with how
+    dark a scene is (docs/experiments.md).
     """
     _check_uint8(image)
-    if offset == 0:
+    if stops == 0:
         return image.clone()
-    return _to_uint8(_shift_hsv_value(image.float(), float(offset)))
+    linear = (image.float() / 255.0).pow(SRGB_GAMMA)
+    return _to_uint8(255.0 * (linear * 2.0**stops).clamp(0, 1).pow(1 / SRGB_GAMMA))
 
 
-def brightness_shift_skimage(image: torch.Tensor, offset: float) -> torch.Tensor:
-    """The same shift through scikit-image's explicit RGB -> HSV -> RGB conversion."""
-    from skimage.color import hsv2rgb, rgb2hsv
-
+def exposure_lookup(image: torch.Tensor, stops: float) -> torch.Tensor:
+    """The same exposure through a 256-entry table that Pillow applies per channel."""
     _check_uint8(image)
-    if offset == 0:
+    if stops == 0:
         return image.clone()
-    hsv = rgb2hsv(_to_numpy_hwc(image))
-    hsv[..., 2] = np.clip(hsv[..., 2] + offset / 255.0, 0.0, 1.0)
-    return _from_numpy_hwc(np.clip(np.round(hsv2rgb(hsv) * 255), 0, 255).astype(np.uint8))
+    gain = 2.0**stops
+    table = [
+        round(255.0 * min(1.0, (level / 255.0) ** SRGB_GAMMA * gain) ** (1 / SRGB_GAMMA))
+        for level in range(256)
+    ]
+    moved = Image.fromarray(_to_numpy_hwc(image)).point(table * 3)
+    return _from_numpy_hwc(np.asarray(moved))
 
 
 # --- noise ---------------------------------------------------------------------------
@@ -737,15 +737,23 @@ register_distortion(
     Distortion(
         name="brightness",
         baseline=Baseline("mean HSV value", mean_hsv_value),
-        apply=brightness_shift,
-        alternative=brightness_shift_skimage,
-        unit="HSV value offset (0-255 scale)",
-        low=-100.0,
-        high=100.0,
+        apply=exposure,
+        alternative=exposure_lookup,
+        unit="stops of exposure (EV)",
+        low=-2.0,
+        high=2.0,
         identity=0.0,
         two_sided=True,
         invariances=frozenset({"turns", "channels"}),
-        description="Additive shift of HSV value; negative is darker",
+        # The mean grey beside the highlights, as the start of a linear reader
+        # (model.ExposureLevelsNet): the highlights carry exposure, not the scene. The
+        # whole image: a highlight may be anywhere
+        training_defaults={
+            "backbone": "exposure_levels",
+            "working_resolution": 128,
+            "patch_fraction": 1.0,
+        },
+        description="Exposure in stops (gain in linear light); negative is darker",
     )
 )
 register_distortion(
@@ -840,7 +848,7 @@ __all__ = [
     "gaussian_blur",
     "camera_blur",
     "rotate",
-    "brightness_shift",
+    "exposure",
     "gaussian_noise",
     "camera_noise",
     "jpeg_compress",

@@ -578,6 +578,15 @@ class LineTiltNet(nn.Module):
         return self.readings(x)[:, 1]
 
 
+def _row_quantiles(rows: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """(N, L) -> the ``quantiles`` of each row: (N, len(quantiles))."""
+    # in chunks: torch.quantile refuses inputs over 2**24 elements in torch versions
+    # we support, which 64 images at 512 px already are (one chunk at the defaults)
+    per_chunk = max(1, 2**24 // rows.shape[1])
+    chunks = [torch.quantile(chunk, quantiles, dim=1).t() for chunk in rows.split(per_chunk)]
+    return torch.cat(chunks)
+
+
 class TonalReachNet(nn.Module):
     """Contrast scorer's front end: how far the tones reach from the mean grey, per tail.
 
@@ -602,21 +611,13 @@ class TonalReachNet(nn.Module):
         self.register_buffer("bright_quantiles", 1 - tails, persistent=False)
         self.out_features = 2 * len(self.TAILS) + 3
 
-    @staticmethod
-    def _row_quantiles(rows: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
-        # in chunks: torch.quantile refuses inputs over 2**24 elements in torch versions
-        # we support, which 64 images at 512 px already are (one chunk at the defaults)
-        per_chunk = max(1, 2**24 // rows.shape[1])
-        chunks = [torch.quantile(chunk, quantiles, dim=1).t() for chunk in rows.split(per_chunk)]
-        return torch.cat(chunks)
-
     def _tails(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, 3, H, W) levels 0-255 -> the levels (N, 3, H * W), the darkest and the
         brightest channel per pixel (N, H * W) and their quantiles at ``TAILS``."""
         levels = x.flatten(2)
         darkest, brightest = levels.amin(dim=1), levels.amax(dim=1)
-        dark = self._row_quantiles(darkest, self.dark_quantiles)
-        bright = self._row_quantiles(brightest, self.bright_quantiles)
+        dark = _row_quantiles(darkest, self.dark_quantiles)
+        bright = _row_quantiles(brightest, self.bright_quantiles)
         return levels, darkest, brightest, dark, bright
 
     @torch.no_grad()
@@ -668,6 +669,52 @@ class TonalReachStartNet(TonalReachNet):
 
     def start_weights(self) -> torch.Tensor:
         """A linear head that reads the tonal reach (the first feature) as it is."""
+        weights = torch.zeros(self.out_features)
+        weights[0] = 1.0
+        return weights
+
+
+class ExposureLevelsNet(nn.Module):
+    """Brightness scorer's front end: the mean grey beside the highlights.
+
+    A photo's mean level mixes its exposure with its scene (a night street exposed
+    well is darker than a beach), and no reader of the level alone ranks added
+    exposure across photos much beyond 0.7 (``benchmarks/level_ceilings.py``). Most
+    scenes hold a highlight near white (a light, a reflection, sky), and exposure moves
+    it with the rest while the scene hardly decides it: an underexposed photo has
+    none, an overexposed one clips. The start reading is ``log(1 + mean grey) +
+    HIGHLIGHT_WEIGHT * log(1 + the 99.9 % quantile of HSV value)``; beside it, the
+    log quantiles of value, the log mean grey and the shares at black and at white,
+    for a linear head that keeps the start unless training beats it. A tone curve
+    (gamma) moves the mid-tones and leaves the highlights: the weight trades one for
+    the other (chosen on OpenCV's sample photos, docs/experiments.md).
+    """
+
+    HIGHLIGHT = 0.999
+    HIGHLIGHT_WEIGHT = 2.0
+    QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
+    _LUMA = (0.299, 0.587, 0.114)
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("quantiles", torch.tensor(self.QUANTILES), persistent=False)
+        self.out_features = 1 + len(self.QUANTILES) + 3
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) levels 0-255 -> (N, 12) features, the start reading first."""
+        value = x.flatten(2).amax(dim=1)
+        levels = _row_quantiles(value, self.quantiles)
+        luma = torch.tensor(self._LUMA, device=x.device).view(1, 3, 1)
+        grey = (x.flatten(2) * luma).sum(1).mean(1, keepdim=True)
+        highlight = levels[:, self.QUANTILES.index(self.HIGHLIGHT)][:, None]
+        start = torch.log1p(grey) + self.HIGHLIGHT_WEIGHT * torch.log1p(highlight)
+        black = (value <= 0.5).float().mean(1, keepdim=True)
+        white = (value >= 254.5).float().mean(1, keepdim=True)
+        return torch.cat([start, torch.log1p(levels), torch.log1p(grey), black, white], dim=1)
+
+    def start_weights(self) -> torch.Tensor:
+        """A linear head that reads the start reading (the first feature) as it is."""
         weights = torch.zeros(self.out_features)
         weights[0] = 1.0
         return weights
@@ -797,6 +844,7 @@ for _spec in (
     ),
     _scratch("tonal", TonalReachNet, **_RAW),
     _scratch("tonal_reach", TonalReachStartNet, head="linear", **_RAW),
+    _scratch("exposure_levels", ExposureLevelsNet, head="linear", **_RAW),
     BackboneSpec("resnet18", _torchvision("resnet18"), **_IMAGENET),
     BackboneSpec("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), **_IMAGENET),
 ):
