@@ -64,8 +64,9 @@ def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
 
 
 def _heatmap_range(model: PretextModel) -> list[float]:
-    """A heat map's range: the model's trained range of magnitudes, in its unit."""
-    return [float(model.distortion.low), float(model.distortion.high)]
+    """A heat map's range: the model's trained range of magnitudes, in its unit (as the
+    model file records it: the task's registered range may have changed since)."""
+    return [float(model.distortion_info["low"]), float(model.distortion_info["high"])]
 
 
 FIELD_SUFFIXES = ("", "_raw", "_fingerprint")

@@ -432,3 +432,26 @@ def test_one_severity_rule_gives_the_python_value_and_the_database_expression(
             )
             >= 0
         ), name
+
+
+def test_a_model_trained_in_an_earlier_unit_still_scores_but_is_not_evaluated_in_the_new(
+    image_dataset, tmp_path
+):
+    """Brightness meant an HSV value offset before bundled models v6 and means stops now:
+    a model file from before keeps scoring in its own unit, and evaluating it (which
+    renders copies in today's unit) says why it cannot, instead of reporting nonsense."""
+    from siamese_quality.core.defaults import load_default_model
+    from siamese_quality.core.pretext_model import DistortionChangedError
+
+    model = load_default_model("brightness")
+    model.distortion_info["unit"] = "HSV value offset (0-255 scale)"
+    path = str(tmp_path / "brightness_before.pt")
+    model.save(path)
+    sq.import_model(image_dataset, path, key="brightness")
+    summary = sq.score(image_dataset, key="brightness", progress=False)
+    assert summary["scored"] == len(image_dataset)
+    description = image_dataset.get_field("brightness").description
+    assert "HSV value offset" in description
+    with pytest.raises(DistortionChangedError, match=r"meant 'HSV value offset.*now means"):
+        sq.evaluate(image_dataset, key="brightness")
+    assert sq.list_models(image_dataset)[0].key == "brightness"  # nothing lost

@@ -29,6 +29,10 @@ class ModelFileError(ValueError):
     """A model file is not a valid siamese_quality model (or fails its checksum)."""
 
 
+class DistortionChangedError(ValueError):
+    """A model's task now means another unit than the one it was trained in."""
+
+
 def plain(value):
     """``value`` with NumPy scalars and arrays turned into Python numbers and lists.
 
@@ -87,8 +91,22 @@ class PretextModel:
     @property
     def distortion(self) -> Distortion:
         """The registered distortion (needed to render training or evaluation copies);
-        a custom one is imported from the module the model records."""
-        return get_distortion(self.task, self.distortion_info.get("module"))
+        a custom one is imported from the module the model records.
+
+        Raises:
+            DistortionChangedError: the task's unit changed since the model was trained
+                (brightness: an HSV value offset before bundled models v6): new copies would
+                be rendered in a unit its calibration does not speak
+        """
+        registered = get_distortion(self.task, self.distortion_info.get("module"))
+        if registered.unit != self.unit:
+            raise DistortionChangedError(
+                f"this {self.task!r} model was trained when {self.task!r} meant "
+                f"{self.unit!r}; it now means {registered.unit!r}. Its fields and scores "
+                f"still read in its own unit, but it cannot be evaluated or trained "
+                f"further: train a new {self.task!r} model (or assess with the bundled one)"
+            )
+        return registered
 
     @property
     def working_resolution(self) -> int:
