@@ -312,14 +312,14 @@ def _score_plan(plan: ScoringPlan):
     from .core.scoring import iter_model_scores
     from .locks import field_locks, sweep_stale_locks
 
-    # every job tidies up after dead ones, also one that finds nothing left to do
-    # (a job killed after its last write leaves its locks, and nothing else to score)
-    sweep_stale_locks()
     dataset = root_dataset(plan.samples)
     ids, paths, fingerprints = _samples_to_score(plan)
     skipped = len(plan.samples) - len(ids) if plan.skip_unchanged else 0
     yield 0.0
     if not ids:
+        # taking the locks removes dead jobs' ones; a job with nothing left to do takes
+        # none, and must still tidy up (a job killed after its last write left its locks)
+        sweep_stale_locks()
         return _summary(plan, [], 0, [], skipped, seconds=None)
 
     started = time.monotonic()

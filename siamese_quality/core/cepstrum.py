@@ -209,12 +209,6 @@ def cepstrum_of(power: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(torch.log(power + 1e-3), s=(TILE, TILE))
 
 
-def cepstrum(native: torch.Tensor) -> torch.Tensor | None:
-    """The grey level's cepstrum of a uint8 (3, H, W) image; None under a tile's size."""
-    power = mean_power(native)
-    return None if power is None else cepstrum_of(power)
-
-
 @cache
 def _radial_bins() -> tuple[torch.Tensor, torch.Tensor]:
     """Each ``rfft2`` bin's whole radius in bins (up to TILE // 2 kept), and how many bins
@@ -385,7 +379,6 @@ __all__ = [
     "DefocusReading",
     "ShakeReading",
     "SpectralBlur",
-    "cepstrum",
     "cepstrum_of",
     "combined_width",
     "mean_power",

@@ -578,6 +578,23 @@ class LineTiltNet(nn.Module):
         return self.readings(x)[:, 1]
 
 
+# the classical baselines' grey (OpenCV's RGB to grey)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _mean_grey(levels: torch.Tensor) -> torch.Tensor:
+    """(N, 3, L) levels -> each image's mean grey (N,)."""
+    luma = torch.tensor(_LUMA, device=levels.device).view(1, 3, 1)
+    return (levels * luma).sum(1).mean(1)
+
+
+def _first_feature(features: int) -> torch.Tensor:
+    """Start weights of a linear head that reads the first feature as it is."""
+    weights = torch.zeros(features)
+    weights[0] = 1.0
+    return weights
+
+
 def _row_quantiles(rows: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
     """(N, L) -> the ``quantiles`` of each row: (N, len(quantiles))."""
     # in chunks: torch.quantile refuses inputs over 2**24 elements in torch versions
@@ -647,8 +664,6 @@ class TonalReachStartNet(TonalReachNet):
     ranked contrast below that formula on photos as stored (0.88 against 0.94,
     benchmarks/RESULTS.md)."""
 
-    _LUMA = (0.299, 0.587, 0.114)  # the baseline's grey (OpenCV's RGB to grey)
-
     def __init__(self):
         super().__init__()
         self.out_features += 1
@@ -659,8 +674,7 @@ class TonalReachStartNet(TonalReachNet):
         levels, darkest, brightest, dark, bright = tails
         one_percent = self.TAILS.index(0.01)
         dark, bright = dark[:, one_percent], bright[:, one_percent]
-        luma = torch.tensor(self._LUMA, device=x.device).view(1, 3, 1)
-        grey = (levels * luma).sum(1).mean(1)
+        grey = _mean_grey(levels)
         reach = torch.maximum(
             (grey - dark) / grey.clamp(min=1.0), (bright - grey) / (255.0 - grey).clamp(min=1.0)
         )
@@ -669,9 +683,7 @@ class TonalReachStartNet(TonalReachNet):
 
     def start_weights(self) -> torch.Tensor:
         """A linear head that reads the tonal reach (the first feature) as it is."""
-        weights = torch.zeros(self.out_features)
-        weights[0] = 1.0
-        return weights
+        return _first_feature(self.out_features)
 
 
 class ExposureLevelsNet(nn.Module):
@@ -693,7 +705,6 @@ class ExposureLevelsNet(nn.Module):
     HIGHLIGHT = 0.999
     HIGHLIGHT_WEIGHT = 2.0
     QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
-    _LUMA = (0.299, 0.587, 0.114)
 
     def __init__(self):
         super().__init__()
@@ -703,10 +714,10 @@ class ExposureLevelsNet(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) levels 0-255 -> (N, 12) features, the start reading first."""
-        value = x.flatten(2).amax(dim=1)
+        flat = x.flatten(2)
+        value = flat.amax(dim=1)
         levels = _row_quantiles(value, self.quantiles)
-        luma = torch.tensor(self._LUMA, device=x.device).view(1, 3, 1)
-        grey = (x.flatten(2) * luma).sum(1).mean(1, keepdim=True)
+        grey = _mean_grey(flat)[:, None]
         highlight = levels[:, self.QUANTILES.index(self.HIGHLIGHT)][:, None]
         start = torch.log1p(grey) + self.HIGHLIGHT_WEIGHT * torch.log1p(highlight)
         black = (value <= 0.5).float().mean(1, keepdim=True)
@@ -715,9 +726,7 @@ class ExposureLevelsNet(nn.Module):
 
     def start_weights(self) -> torch.Tensor:
         """A linear head that reads the start reading (the first feature) as it is."""
-        weights = torch.zeros(self.out_features)
-        weights[0] = 1.0
-        return weights
+        return _first_feature(self.out_features)
 
 
 def _load_state_dict_file(path: str) -> dict:
