@@ -20,14 +20,26 @@ fi
 if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
   if [ -z "${TORCH_SPEC:-}" ]; then
     case "$(uname -m)" in
-      aarch64|arm64) TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" ;;
-      *) TORCH_SPEC="torch==2.14.1 torchvision==0.29.1" ;;
+      aarch64|arm64) TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"; torch_gib=1 ;;
+      *) TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"; torch_gib=7 ;;
     esac
+  fi
+  # x86_64's torch is a CUDA build, about 6 GiB in the venv. A full disk otherwise shows
+  # only as pip's "[Errno 28]" deep in its output, then a missing torch
+  need_gib=${SQ_MIN_FREE_GIB:-${torch_gib:-7}}
+  free_gib=$(df -Pk "$VENV" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
+  if [ "$free_gib" -lt "$need_gib" ]; then
+    echo "[setup] only ${free_gib} GiB free on the disk of $(pwd)/$VENV; torch needs about ${need_gib} GiB."
+    echo "[setup] free some space (old virtual environments, /tmp), or set SQ_MIN_FREE_GIB=0 to try anyway"
+    exit 1
   fi
   echo "[setup] installing $TORCH_SPEC"
   # shellcheck disable=SC2086
   "$PY" -m pip install -q $TORCH_SPEC 2>&1 | grep -v "is ignored: it is neither" || true
-  "$PY" -c "import torch, torchvision" || { echo "[setup] torch did not install"; exit 1; }
+  "$PY" -c "import torch, torchvision" || {
+    echo "[setup] torch did not install ($(df -Ph "$VENV" | awk 'NR == 2 { print $4 }') free on the venv's disk)"
+    exit 1
+  }
 fi
 
 stamp=$VENV/.siamese_quality-installed
