@@ -4,11 +4,13 @@ Builds a persistent dataset from the colour photos that scikit-image ships and c
 them damaged at their own resolution by processes no model trained on (defocus and
 camera shake, shot noise, OpenCV JPEG, exposure by gamma and gain, tilts, box
 pixelation; :mod:`siamese_quality.core.degradations`), each with its truth in the field
-``demo_truth``. It trains a model per kind of damage on the dataset itself (no labels:
-the truth is never read), scores every sample, and prints for each model the precision
-of its ten "worst first" samples and its Spearman against the true magnitudes, next to
-the classical baseline's. Run with ``python -m siamese_quality.demo`` (``make demo`` does
-the set-up first); ``--app`` opens the FiftyOne App on the dataset.
+``demo_truth``. It assesses every sample with the bundled models (``sq.assess``), then
+fine-tunes each on the dataset itself (no labels: the truth is never read) and scores
+with the fine-tuned models too. It prints for each model the precision of its ten
+"worst first" samples and its Spearman against the true magnitudes, bundled beside
+fine-tuned and the classical baseline's, and what fine-tuning's held-out check kept.
+Run with ``python -m siamese_quality.demo`` (``make demo`` does the set-up first);
+``--app`` opens the FiftyOne App on the dataset.
 """
 
 import argparse
@@ -190,22 +192,40 @@ DEMO_BUDGET_SHARE = {
     "brightness": 1.0,
     "rotation": 1.0,
 }
+TUNED = "_tuned"  # the fine-tuned model of a task: key and fields ``<task>_tuned``
 
 
-def train_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False) -> list:
-    """Trains (or reuses) one model per demo task, ``seconds`` each on average; returns
-    their ModelInfo."""
+def clear_replaced_demo_models(dataset: fo.Dataset) -> list[str]:
+    """Deletes models under a task's name that were not bundled (an older demo trained
+    them from scratch there), so that :func:`~siamese_quality.sdk.assess` can add the
+    bundled ones; returns their keys. Only for the demo's own dataset."""
+    from siamese_quality import sdk
+    from siamese_quality.assessment import recorded_default_version
+
+    keys = [m.key for m in sdk.list_models(dataset)]
+    old = [t for t in DEMO_TASKS if t in keys and recorded_default_version(dataset, t) is None]
+    for key in old:
+        sdk.delete_model(dataset, key)
+    return old
+
+
+def fine_tune_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False) -> list:
+    """Fine-tunes (or reuses) each demo task's bundled model on the dataset's own images,
+    ``seconds`` each on average, as model ``<task>_tuned``; returns their ModelInfo."""
     from siamese_quality import sdk
 
     infos = []
     for task in DEMO_TASKS:
-        if task in [m.key for m in sdk.list_models(dataset)] and not retrain:
-            print(f"reusing model {task!r} (pass --retrain to train it again)")
+        key = task + TUNED
+        if key in [m.key for m in sdk.list_models(dataset)] and not retrain:
+            print(f"reusing model {key!r} (pass --retrain to fine-tune it again)")
         else:
             budget = seconds * DEMO_BUDGET_SHARE[task]
-            print(f"training {task!r} for up to {budget:.0f} s ...", flush=True)
-            sdk.train(dataset, task=task, max_seconds=budget, overwrite=True)
-        infos.append(sdk.model_info(dataset, task))
+            print(f"fine-tuning {task!r} on this dataset for up to {budget:.0f} s ...", flush=True)
+            sdk.train(
+                dataset, task=task, key=key, init="default", max_seconds=budget, overwrite=True
+            )
+        infos.append(sdk.model_info(dataset, key))
     return infos
 
 
@@ -218,33 +238,20 @@ def _text_table(header: tuple, rows: list[tuple]) -> str:
     )
 
 
-def results_table(infos: list) -> str:
-    """Held-out correlations next to the published ones and the classical baselines."""
-    from siamese_quality.core.texts import PUBLISHED_CORRELATIONS
-
-    header = (
-        "model",
-        "published r",
-        "held-out Pearson",
-        "Spearman",
-        "baseline Spearman",
-        "MAE",
-        "unit",
-    )
+def fine_tuning_table(infos: list) -> str:
+    """Per fine-tuned model: the bundled start's and the fine-tuned weights' held-out
+    Spearman on the same held-out images of this dataset, and which was kept."""
+    header = ("model", "bundled start", "fine-tuned", "kept", "unit")
     rows = []
     for info in infos:
-        baseline = info.baseline or {}
-        published = PUBLISHED_CORRELATIONS.get(info.task)
+        init = info.training.get("init") or {}
+        start, tuned = init.get("start_metrics") or {}, init.get("metrics") or {}
         rows.append(
             (
                 info.key,
-                "-" if published is None else f"{published:.3f}",
-                f"{info.metrics.get('pearson', float('nan')):.3f}",
-                f"{info.metrics.get('spearman', float('nan')):.3f}",
-                "-"
-                if "spearman" not in baseline
-                else f"{baseline['spearman']:.3f} ({baseline['name']})",
-                f"{info.metrics.get('mae', float('nan')):.2f}",
+                f"{start.get('spearman', float('nan')):.3f}",
+                f"{tuned.get('spearman', float('nan')):.3f}",
+                init.get("kept", "-"),
                 info.unit,
             )
         )
@@ -277,10 +284,11 @@ def _baseline_row(task: str, kinds: list[str], own: np.ndarray, truth: np.ndarra
     }
 
 
-def demo_findings(dataset: fo.Dataset) -> list[dict]:
-    """Per model: the share of its ten worst-first samples that carry its kind of damage,
-    and the Spearman of its field against the true magnitudes of that kind (clean photos
-    at no damage); the same for the classical baseline on the same files."""
+def demo_findings(dataset: fo.Dataset, suffix: str = "") -> list[dict]:
+    """Per model (field ``<task><suffix>``): the share of its ten worst-first samples that
+    carry its kind of damage, and the Spearman of its field against the true magnitudes
+    of that kind (clean photos at no damage); the same for the classical baseline on the
+    same files."""
     import torch
 
     from siamese_quality import actions
@@ -301,55 +309,52 @@ def demo_findings(dataset: fo.Dataset) -> list[dict]:
         truth = np.array(
             [identity if k == CLEAN else m for k, m in zip(kinds, magnitudes, strict=True)]
         )
-        worst = actions.worst_first(dataset, task).limit(TOP).values("demo_truth.label")
+        field = task + suffix
+        worst = actions.worst_first(dataset, field).limit(TOP).values("demo_truth.label")
         rows.append(
             {
                 "task": task,
                 "damaged": int(sum(k == task for k in kinds)),
                 "precision": sum(k == task for k in worst) / TOP,
-                "spearman": spearman(np.array(dataset.values(task))[own], truth[own]),
+                "spearman": spearman(np.array(dataset.values(field))[own], truth[own]),
                 **_baseline_row(task, kinds, own, truth, images),
             }
         )
     return rows
 
 
-def findings_table(rows: list[dict]) -> str:
-    header = (
-        "model",
-        "damaged samples",
-        f"precision@{TOP}",
-        "Spearman vs truth",
-        "baseline: precision, Spearman",
-    )
-    lines = [
-        (
-            r["task"],
-            str(r["damaged"]),
-            f"{r['precision']:.1f}",
-            f"{r['spearman']:.3f}",
+def findings_table(bundled: list[dict], tuned: list[dict] | None = None) -> str:
+    """What each model finds: the bundled models' findings, beside the fine-tuned ones'
+    where given, and the classical baseline's on the same files."""
+    header = ("model", "damaged samples", f"precision@{TOP}, Spearman vs truth")
+    if tuned is not None:
+        header += (f"fine-tuned: precision@{TOP}, Spearman",)
+    header += ("baseline: precision, Spearman",)
+    lines = []
+    for i, r in enumerate(bundled):
+        line = (r["task"], str(r["damaged"]), f"{r['precision']:.1f}, {r['spearman']:.3f}")
+        if tuned is not None:
+            line += (f"{tuned[i]['precision']:.1f}, {tuned[i]['spearman']:.3f}",)
+        line += (
             f"{r['baseline_precision']:.1f}, {r['baseline_spearman']:.3f} ({r['baseline']})"
             if "baseline" in r
             else "-",
         )
-        for r in rows
-    ]
+        lines.append(line)
     return _text_table(header, lines)
 
 
-def issue_agreement(dataset: fo.Dataset, summary: dict) -> str:
-    """How often the summary's worst issue names the damage a sample truly carries."""
+def issue_agreement(dataset: fo.Dataset, suffix: str = "") -> tuple[int, str]:
+    """How often the summary's worst issue (``quality_issue``, naming models
+    ``<task><suffix>``) names the damage a sample truly carries: (count, one line)."""
     kinds, issues = dataset.values(["demo_truth.label", "quality_issue"])
     parts, right = [], 0
     for task in DEMO_TASKS:
-        found = sum(k == task and i == task for k, i in zip(kinds, issues, strict=True))
+        found = sum(k == task and i == task + suffix for k, i in zip(kinds, issues, strict=True))
         parts.append(f"{task} {found}/{kinds.count(task)}")
         right += found
     damaged = sum(k != CLEAN for k in kinds)
-    return (
-        f"Worst issue per sample (sq.summarize, fields {', '.join(summary['fields'])}): it "
-        f"names the true damage of {right} of {damaged} damaged samples ({', '.join(parts)})"
-    )
+    return right, f"{right} of {damaged} damaged samples ({', '.join(parts)})"
 
 
 WORKER_COMMAND = "make worker   (or: fiftyone delegated launch, with FIFTYONE_PLUGINS_DIR set)"
@@ -381,9 +386,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dataset", default=DEMO_DATASET, help="FiftyOne dataset name")
     parser.add_argument(
-        "--seconds", type=float, default=30.0, help="average training budget per model (six models)"
+        "--seconds",
+        type=float,
+        default=30.0,
+        help="average fine-tuning budget per model (six models)",
     )
-    parser.add_argument("--retrain", action="store_true", help="train existing models again")
+    parser.add_argument(
+        "--retrain", action="store_true", help="fine-tune existing fine-tuned models again"
+    )
     parser.add_argument("--app", action="store_true", help="open the FiftyOne App and wait")
     parser.add_argument("--port", type=int, default=5151, help="App port for --app")
     args = parser.parse_args(argv)
@@ -406,25 +416,42 @@ def main(argv: list[str] | None = None) -> None:
 
     from siamese_quality import actions, sdk
 
-    infos = train_demo_models(dataset, args.seconds, args.retrain)
-    summary = sdk.score(dataset, key=list(DEMO_TASKS), heatmaps=True, progress=False)
+    for key in clear_replaced_demo_models(dataset):
+        print(f"deleted model {key!r}, trained by an older demo: the bundled one replaces it")
+    tasks, tuned_keys = list(DEMO_TASKS), [t + TUNED for t in DEMO_TASKS]
+    assessment = sdk.assess(dataset, tasks=tasks, upgrade=True, heatmaps=True, progress=False)
+    print(f"\nsq.assess: {assessment['message']}")
+    bundled_rows = demo_findings(dataset)
+    sdk.summarize(dataset, keys=tasks)  # assess summarizes only when it scored something
+    _, bundled_issues = issue_agreement(dataset)
+    print()
+    infos = fine_tune_demo_models(dataset, args.seconds, args.retrain)
+    sdk.score(dataset, key=tuned_keys, heatmaps=True, progress=False)
+    sdk.summarize(dataset, keys=tuned_keys)
     print(
-        f"\n{summary['message']} into fields {', '.join(DEMO_TASKS)} (+ *_raw; heat maps of "
-        "where in *_heatmap)\n"
+        f"\nDataset {dataset.name!r}: {len(dataset)} samples; fields {', '.join(tasks)} "
+        f"(bundled), {', '.join(tuned_keys)} (fine-tuned), each with _raw, _fingerprint and, "
+        "local models, _patches and _heatmap; quality_issue, quality_severity, "
+        "quality_percentile (sq.summarize of the fine-tuned models)"
     )
-    print(dataset)
     print(
         f"\nWhat each model finds among {len(dataset)} samples ({COPIES_PER_TASK} damaged per "
         "model by processes no model trained on; the truth is in demo_truth, which no model "
-        "read):"
+        "read): the bundled models (sq.assess, fields blur, noise, ...) and the same "
+        f"fine-tuned on this dataset (fields blur{TUNED}, ...):"
     )
-    print(findings_table(demo_findings(dataset)))
-    print(f"\n{issue_agreement(dataset, sdk.summarize(dataset))}")
+    print(findings_table(bundled_rows, demo_findings(dataset, TUNED)))
     print(
-        "\nHeld-out evidence of training (photos of this dataset that neither trained a "
-        "model nor chose its checkpoint, damaged at known magnitudes by the library):"
+        "\nWorst issue per sample (sq.summarize: quality_issue, quality_severity, "
+        f"quality_percentile) names the true damage of\n  bundled models: {bundled_issues}\n"
+        f"  fine-tuned:     {issue_agreement(dataset, TUNED)[1]}"
     )
-    print(results_table(infos))
+    print(
+        "\nFine-tuning, judged on held-out photos of this dataset that neither trained a "
+        "model nor chose its checkpoint, damaged at known magnitudes by the library "
+        "(held-out Spearman; the better is kept):"
+    )
+    print(fine_tuning_table(infos))
     worst = actions.worst_first(dataset, "blur").first()
     print(
         f"\nMost blurred sample: {os.path.basename(worst.filepath)} (blur {worst.blur:.2f} px "

@@ -51,9 +51,11 @@ def test_demo_dataset_is_built_from_skimage_photos_and_reused(demo_photos, tmp_p
             fo.delete_dataset(name)
 
 
-def test_demo_findings_score_an_oracle_perfectly(demo_photos):
+@pytest.mark.parametrize("suffix", ["", demo.TUNED])
+def test_demo_findings_score_an_oracle_perfectly(demo_photos, suffix):
     """The demo's precision@10 and Spearman against the truth, on fields that are the
-    truth's own severity (larger is worse: the way worst-first reads a field of yours)."""
+    truth's own severity (larger is worse: the way worst-first reads a field of yours),
+    bundled models' fields or fine-tuned ones'."""
     from siamese_quality.core.distortions import get_distortion
 
     name = unique_name("sq-demo")
@@ -66,8 +68,8 @@ def test_demo_findings_score_an_oracle_perfectly(demo_photos):
                 m if k == task else distortion.identity
                 for k, m in zip(kinds, magnitudes, strict=True)
             ]
-            ds.set_values(task, [float(distortion.severity(m)) for m in truth])
-        rows = {row["task"]: row for row in demo.demo_findings(ds)}
+            ds.set_values(task + suffix, [float(distortion.severity(m)) for m in truth])
+        rows = {row["task"]: row for row in demo.demo_findings(ds, suffix)}
         assert all(row["precision"] == 1.0 for row in rows.values())
         for task in ("blur", "noise", "pixelation"):  # severity grows with the magnitude
             assert rows[task]["spearman"] == pytest.approx(1.0)
@@ -101,30 +103,48 @@ def test_demo_refuses_to_replace_a_dataset_it_did_not_create(
 
 
 @pytest.mark.slow
-def test_demo_main_trains_scores_and_prints_its_evidence(demo_photos, capsys):
-    """The README's main job, end to end, with tiny budgets."""
+def test_demo_main_assesses_fine_tunes_and_prints_its_evidence(
+    demo_photos, tiny_model_files, capsys
+):
+    """The README's main job, end to end, with tiny budgets: the bundled models, then the
+    same fine-tuned on the dataset, on a demo dataset where an older demo left a model it
+    trained from scratch under a task's name."""
+    import siamese_quality as sq
+    from siamese_quality.assessment import recorded_default_version
+
     name = unique_name("sq-demo")
     try:
+        sq.import_model(
+            demo.build_demo_dataset(demo_photos, name), tiny_model_files["blur"], key="blur"
+        )
         demo.main(["--data-dir", demo_photos, "--dataset", name, "--seconds", "3"])
         out = capsys.readouterr().out
         dataset = fo.load_dataset(name)
-        findings = out.split("What each model finds")[1].split("Held-out evidence")[0]
+        assert "deleted model 'blur', trained by an older demo" in out
+        assert recorded_default_version(dataset, "blur") is not None  # the bundled one
+        findings = out.split("What each model finds")[1].split("Fine-tuning, judged")[0]
         for task in demo.DEMO_TASKS:
-            assert dataset.count(task) == len(dataset)
+            assert dataset.count(task) == dataset.count(task + demo.TUNED) == len(dataset)
             assert f"\n{task} " in findings  # a row of the findings table
+            assert sq.model_info(dataset, task + demo.TUNED).training["init"]["kept"] in out
         assert "precision@10" in findings and "(variance of the Laplacian)" in findings
-        # the cross-model summary, against the truth no model read
+        # the cross-model summary of the fine-tuned models, against the truth no model read
         kinds, issues = dataset.values(["demo_truth.label", "quality_issue"])
-        right = sum(k == i for k, i in zip(kinds, issues, strict=True))
+        right = sum(i == k + demo.TUNED for k, i in zip(kinds, issues, strict=True))
         damaged = sum(k != demo.CLEAN for k in kinds)
-        assert f"names the true damage of {right} of {damaged} damaged samples" in findings
-        assert dataset.count("blur_heatmap") == len(dataset)  # the demo draws heat maps
+        assert f"fine-tuned:     {right} of {damaged} damaged samples" in findings
+        assert dataset.count("blur_heatmap") == dataset.count("blur_tuned_heatmap") == len(dataset)
         most_blurred = dataset.sort_by("blur", reverse=True).first().filepath
         assert os.path.basename(most_blurred) == out.split("Most blurred sample: ")[1].split()[0]
 
-        # a second run reuses the models instead of training again
+        # a second run reuses the fine-tuned models instead of training again, and finds
+        # what the first found with the bundled ones (assess scores nothing the second time)
         demo.main(["--data-dir", demo_photos, "--dataset", name, "--seconds", "3"])
-        assert capsys.readouterr().out.count("reusing model") == len(demo.DEMO_TASKS)
+        again = capsys.readouterr().out
+        assert again.count("reusing model") == len(demo.DEMO_TASKS)
+        bundled_issues = out.split("bundled models: ")[1].splitlines()[0]
+        assert not bundled_issues.startswith("0 of")
+        assert again.split("bundled models: ")[1].splitlines()[0] == bundled_issues
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
