@@ -378,7 +378,9 @@ def parse_train_options(parser, items: list[str]) -> dict[str, dict]:
     return options
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked; adds ``task_list``, ``seed_list``, ``fold_list`` and
+    ``sources`` (the kinds of models to score with)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -412,17 +414,51 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.train_options = parse_train_options(parser, args.train_option)
 
-    tasks = [t for t in args.tasks.split(",") if t]
-    unknown = set(tasks) - set(TASKS)
+    args.task_list = [t for t in args.tasks.split(",") if t]
+    unknown = set(args.task_list) - set(TASKS)
     if unknown:
         parser.error(f"unknown tasks {sorted(unknown)}; from {','.join(TASKS)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.folds < 2:
         parser.error("--folds takes 2 or more")
-    folds = [int(f) for f in args.only_folds.split(",")] if args.only_folds else range(args.folds)
-    if args.models != "trained" and (args.folds, list(folds)) != (3, [0]):  # kept out of them
+    args.fold_list = (
+        [int(f) for f in args.only_folds.split(",")] if args.only_folds else list(range(args.folds))
+    )
+    if args.models != "trained" and (args.folds, args.fold_list) != (3, [0]):  # kept out
         parser.error("the bundled models trained on folds 1-2 of 3: use --folds 3 --only-folds 0")
-    sources = ["trained", "bundled"] if args.models == "both" else [args.models]
+    args.sources = ["trained", "bundled"] if args.models == "both" else [args.models]
+    return args
+
+
+def fold_records(fold: int, photos: list[str], families: list[Family], folds: int) -> list[dict]:
+    """The damaged files of one fold's test photos, with every baseline's value."""
+    test_photos = [p for i, p in enumerate(photos) if i % folds == fold]
+    records = damaged_copies(test_photos, families)
+    baselines = baseline_values([r["filepath"] for r in records])
+    for r in records:
+        for task, value in baselines[r["filepath"]].items():
+            r[f"baseline_{task}"] = value
+    return records
+
+
+def write_json(args: argparse.Namespace, rows: list[dict], files: list[dict]) -> None:
+    with open(args.json, "w") as f:
+        json.dump(
+            {
+                "folds": args.folds,
+                "seeds": args.seed_list,
+                "tasks": args.task_list,
+                "max_seconds": args.max_seconds,
+                "rows": rows,
+                "files": files,
+            },
+            f,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    tasks = args.task_list
     families = [f for f in FAMILIES if args.damage == "all" or f.task in tasks]
     photos, extra_train = default_photos()
     # the benchmark's models are throwaway: keep their weights out of the user's folder
@@ -438,20 +474,11 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     rows, files = [], []
-    for fold in folds:
-        test_photos = [p for i, p in enumerate(photos) if i % args.folds == fold]
+    for fold in args.fold_list:
         train = [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train
-        records = damaged_copies(test_photos, families)
-        baselines = baseline_values([r["filepath"] for r in records])
-        for r in records:
-            for task, value in baselines[r["filepath"]].items():
-                r[f"baseline_{task}"] = value
-        print(
-            f"fold {fold}: {len(train)} training photos, {len(test_photos)} test photos, "
-            f"{len(records)} files",
-            flush=True,
-        )
-        for seed, source in ((seed, source) for seed in seeds for source in sources):
+        records = fold_records(fold, photos, families, args.folds)
+        print(f"fold {fold}: {len(train)} training photos, {len(records)} files", flush=True)
+        for seed, source in ((seed, source) for seed in args.seed_list for source in args.sources):
             scored, timings = score_fold(fold, seed, train, records, tasks, args, source)
             files += [{"models": source, **_compact(fold, seed, r)} for r in scored]
             for row in measure(scored, families, tasks):
@@ -471,23 +498,12 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
             if args.json:
-                with open(args.json, "w") as f:
-                    json.dump(
-                        {
-                            "folds": args.folds,
-                            "seeds": seeds,
-                            "tasks": tasks,
-                            "max_seconds": args.max_seconds,
-                            "rows": rows,
-                            "files": files,
-                        },
-                        f,
-                    )
+                write_json(args, rows, files)
     shutil.rmtree(models, ignore_errors=True)
-    for source in sources:
+    for source in args.sources:
         print(f"\nmodels: {source}")
         print_summary([r for r in rows if r["models"] == source], tasks)
-    if len(sources) == 2:
+    if len(args.sources) == 2:
         print_comparison(rows)
 
 

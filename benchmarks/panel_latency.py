@@ -24,6 +24,52 @@ os.environ.setdefault(
 )
 
 
+def panel_call(dataset, method: str, state: dict, on_view) -> tuple[float, dict]:
+    """One panel event through FiftyOne's operator executor: (seconds, the new state)."""
+    import fiftyone.operators as foo
+
+    import siamese_quality as sq
+
+    started = time.perf_counter()
+    result = foo.execute_operator(
+        f"{sq.PLUGIN_NAME}/quality_panel",
+        ctx={
+            "dataset": dataset,
+            "view": on_view,
+            "params": {"__method__": method, "panel_id": "p", "panel_state": state},
+        },
+    )
+    seconds = time.perf_counter() - started
+    assert result.error is None, result.error
+    new_state = dict(state)
+    for request in result.executor.to_json()["requests"]:
+        if request["operator_uri"].endswith("panel_state"):
+            new_state.update(request["params"]["state"])
+    return seconds, new_state
+
+
+def fill_dataset(dataset, folder: str, n: int) -> None:
+    """``n`` samples (scikit-image's photos, repeated) with a blur model and a blur value
+    each (random: the panel's cost depends on the count, not on the values)."""
+    import fiftyone as fo
+    import numpy as np
+
+    import siamese_quality as sq
+    from siamese_quality.core.training import TrainingConfig, train_pretext_model
+    from siamese_quality.demo import write_skimage_photos
+
+    photos = write_skimage_photos(os.path.join(folder, "photos"))
+    model_file = os.path.join(folder, "blur.pt")
+    config = TrainingConfig(task="blur", max_seconds=None, max_steps=4, validation_every=2)
+    train_pretext_model(photos, config).save(model_file)
+    dataset.add_samples(
+        [fo.Sample(filepath=photos[i % len(photos)]) for i in range(n)], progress=False
+    )
+    sq.import_model(dataset, model_file, key="blur")
+    sq.score(dataset.limit(len(photos)), key="blur", progress=False)  # creates fields
+    dataset.set_values("blur", np.random.default_rng(0).uniform(0, 3, n).tolist())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -33,56 +79,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import fiftyone as fo
-    import fiftyone.operators as foo
-    import numpy as np
-
-    import siamese_quality as sq
-    from siamese_quality.core.training import TrainingConfig, train_pretext_model
-    from siamese_quality.demo import write_skimage_photos
 
     with tempfile.TemporaryDirectory() as folder:
-        photos = write_skimage_photos(os.path.join(folder, "photos"))
-        model_file = os.path.join(folder, "blur.pt")
-        config = TrainingConfig(task="blur", max_seconds=None, max_steps=4, validation_every=2)
-        train_pretext_model(photos, config).save(model_file)
-
         dataset = fo.Dataset()
         try:
-            rng = np.random.default_rng(0)
-            dataset.add_samples(
-                [fo.Sample(filepath=photos[i % len(photos)]) for i in range(args.n)], progress=False
-            )
-            sq.import_model(dataset, model_file, key="blur")
-            sq.score(dataset.limit(len(photos)), key="blur", progress=False)  # creates fields
-            dataset.set_values("blur", rng.uniform(0, 3, args.n).tolist())
+            fill_dataset(dataset, folder, args.n)
             view = dataset.match(fo.ViewField("blur") > 1.0)
-
-            def call(method: str, state: dict, on_view) -> tuple[float, dict]:
-                started = time.perf_counter()
-                result = foo.execute_operator(
-                    f"{sq.PLUGIN_NAME}/quality_panel",
-                    ctx={
-                        "dataset": dataset,
-                        "view": on_view,
-                        "params": {"__method__": method, "panel_id": "p", "panel_state": state},
-                    },
-                )
-                seconds = time.perf_counter() - started
-                assert result.error is None, result.error
-                new_state = dict(state)
-                for request in result.executor.to_json()["requests"]:
-                    if request["operator_uri"].endswith("panel_state"):
-                        new_state.update(request["params"]["state"])
-                return seconds, new_state
-
-            _, state = call("on_load", {}, dataset.view())  # warm caches, get the state
+            _, state = panel_call(dataset, "on_load", {}, dataset.view())  # warm, get state
             timings = {"histogram_values (baseline)": [], "on_load": [], "on_change_view": []}
             for _ in range(args.repeats):
                 started = time.perf_counter()
                 view.histogram_values("blur", bins=30)
                 timings["histogram_values (baseline)"].append(time.perf_counter() - started)
-                timings["on_load"].append(call("on_load", {}, dataset.view())[0])
-                timings["on_change_view"].append(call("on_change_view", state, view)[0])
+                timings["on_load"].append(panel_call(dataset, "on_load", {}, dataset.view())[0])
+                timings["on_change_view"].append(
+                    panel_call(dataset, "on_change_view", state, view)[0]
+                )
         finally:
             dataset.delete()
 

@@ -202,7 +202,8 @@ def print_table(rows: list[dict]) -> None:
     print_columns(header, lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked; adds ``seed_list``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -240,10 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
-    if not seeds:
+    if not args.seed_list:
         parser.error(f"--seeds names no seed, got {args.seeds!r}")
     if args.folds:
         if args.folds < 2:
@@ -254,17 +255,42 @@ def main(argv: list[str] | None = None) -> None:
             )
     elif bool(args.train_images) != bool(args.test_images):
         parser.error("give both --train-images and --test-images, or neither")
-    # written to disk only once the arguments are known to be good
+    return args
+
+
+def photo_splits(args: argparse.Namespace) -> list[tuple[str, list[str], list[str]]]:
+    """(name, training photos, test photos) per test set; written to disk only now that
+    the arguments are known to be good."""
     grayscale = skimage_grayscale_photos() if args.train_skimage_grayscale else []
     if args.folds:
-        splits = fold_splits(args.train_images, args.folds, grayscale)
-    else:
-        train, test = (
-            (images_in(*args.train_images), images_in(args.test_images))
-            if args.train_images
-            else skimage_split()
-        )
-        splits = [("held out", train + grayscale, test)]
+        return fold_splits(args.train_images, args.folds, grayscale)
+    train, test = (
+        (images_in(*args.train_images), images_in(args.test_images))
+        if args.train_images
+        else skimage_split()
+    )
+    return [("held out", train + grayscale, test)]
+
+
+def save_json(args: argparse.Namespace, splits: list, rows: list[dict]) -> None:
+    """Everything measured so far (after every run: a long benchmark keeps it)."""
+    train_counts = [len(train) for _, train, _ in splits]
+    test_counts = [len(test) for _, _, test in splits]
+    summary = {  # one number per split with --folds, else one number
+        "train_images": train_counts if args.folds else train_counts[0],
+        "test_images": test_counts if args.folds else test_counts[0],
+        "folds": args.folds or None,
+        "max_seconds": args.max_seconds,
+        "seeds": args.seed_list,
+        "tasks": rows,
+    }
+    with open(args.json, "w") as f:
+        json.dump(summary, f, indent=2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    splits = photo_splits(args)
     for name, train, test in splits:
         print(f"{name}: {len(train)} training photos, {len(test)} test photos", flush=True)
     print(
@@ -272,29 +298,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()} threads\n",
         flush=True,
     )
-
-    def save() -> None:
-        if args.json:
-            with open(args.json, "w") as f:
-                train_counts = [len(train) for _, train, _ in splits]
-                test_counts = [len(test) for _, _, test in splits]
-                summary = {  # one number per split with --folds, else one number
-                    "train_images": train_counts if args.folds else train_counts[0],
-                    "test_images": test_counts if args.folds else test_counts[0],
-                    "folds": args.folds or None,
-                    "max_seconds": args.max_seconds,
-                    "seeds": seeds,
-                    "tasks": rows,
-                }
-                json.dump(summary, f, indent=2)
-
     rows = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         for name, train, test in splits:
-            for seed in seeds:
+            for seed in args.seed_list:
                 row = {"test_set": name, **run_task(task, seed, train, test, args)}
                 rows.append(row)
-                save()  # after every run: a long benchmark keeps what it measured
+                if args.json:
+                    save_json(args, splits, rows)
                 print(
                     f"  {task}, {name}, seed {seed}: Pearson {row['pearson']:.3f}, "
                     f"Spearman {row['spearman']:.3f} "

@@ -258,7 +258,7 @@ def measure_scaling(counts: list[int], models: dict[str, str]) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -271,14 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-cleanvision", action="store_true")
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import torch
 
-    paths = (
-        images_in(args.images, args.n) if args.images else generated_jpegs(args.n, 2.5, 3.5, "3mp")
-    )
-    print(f"{len(paths)} images, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+def measure_all(args: argparse.Namespace, paths: list[str]) -> dict:
+    """Every measurement of one run, as the JSON stores it."""
     with tempfile.TemporaryDirectory() as folder:
         models = model_files(folder)
         floor = measure_floor(paths)
@@ -296,8 +293,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  CleanVision: {cleanvision['images_per_s']:.1f} images/s", flush=True)
         counts = [int(c) for c in args.scaling.split(",") if c.strip()]
         scaling = measure_scaling(counts, models) if counts else []
-
-    results = {
+    return {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
         "n": len(paths),
@@ -313,32 +309,32 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "scaling": scaling,
     }
-    print()
+
+
+def print_results(results: dict) -> None:
     lines = [
-        ("floor (decode + patches)", f"{floor:.1f}", ""),
+        ("floor (decode + patches)", f"{results['floor_images_per_s']:.1f}", ""),
         (
             "ours (3 models, SDK)",
-            f"{ours['images_per_s']:.1f}",
+            f"{results['ours_images_per_s']:.1f}",
             f"{results['ours_over_floor']:.2f} x floor",
         ),
-    ]
-    lines.append(
         (
-            f"sq.assess ({assess['tasks']} bundled models)",
-            f"{assess['images_per_s']:.1f}",
-            f"{assess['seconds']:.1f} s for {len(paths)} images",
-        )
-    )
-    if cleanvision:
+            f"sq.assess ({results['assess_tasks']} bundled models)",
+            f"{results['assess_images_per_s']:.1f}",
+            f"{results['assess_seconds']:.1f} s for {results['n']} images",
+        ),
+    ]
+    if results["cleanvision_images_per_s"]:
         lines.append(
             (
                 "CleanVision (3 checks)",
-                f"{cleanvision['images_per_s']:.1f}",
+                f"{results['cleanvision_images_per_s']:.1f}",
                 f"ours = {results['ours_over_cleanvision']:.2f} x CleanVision",
             )
         )
     print_table(("measure", "images/s", "ratio"), lines)
-    if scaling:
+    if results["scaling"]:
         print()
         print_table(
             ("n", "s per 1k", "images/s", "peak RSS (MB)", "worker peak RSS (MB)"),
@@ -350,9 +346,22 @@ def main(argv: list[str] | None = None) -> None:
                     f"{row['peak_rss_mb']:.0f}",
                     f"{row['peak_worker_rss_mb']:.0f}",
                 )
-                for row in scaling
+                for row in results["scaling"]
             ],
         )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    paths = (
+        images_in(args.images, args.n) if args.images else generated_jpegs(args.n, 2.5, 3.5, "3mp")
+    )
+    print(f"{len(paths)} images, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+    results = measure_all(args, paths)
+    print()
+    print_results(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -203,7 +203,9 @@ def print_summary(rows: list[dict]) -> None:
     print_table(header, lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked; adds ``size_list``, ``variant_list``, ``seed_list`` and
+    ``fold_list``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -222,47 +224,62 @@ def main(argv: list[str] | None = None) -> None:
         "them plus level crops of them (max_images set to the size)",
     )
     args = parser.parse_args(argv)
-    sizes = [int(n) for n in args.train_sizes.split(",") if n.strip()] or [None]
-    variants = [v for v in args.variants.split(",") if v]
-    if set(variants) - set(VARIANTS):
+    args.size_list = [int(n) for n in args.train_sizes.split(",") if n.strip()] or [None]
+    args.variant_list = [v for v in args.variants.split(",") if v]
+    if set(args.variant_list) - set(VARIANTS):
         parser.error(f"unknown variants; from {','.join(VARIANTS)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    folds = [int(f) for f in args.only_folds.split(",")] if args.only_folds else range(args.folds)
+    args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.fold_list = (
+        [int(f) for f in args.only_folds.split(",")] if args.only_folds else list(range(args.folds))
+    )
+    return args
+
+
+def tilted_records(test_photos: list[str]) -> list[dict]:
+    """The turned copies of the test photos (and the level ones), with their angle."""
+    records = damaged_copies(test_photos, [TILT])
+    by_name = {os.path.splitext(os.path.basename(p))[0]: p for p in test_photos}
+    for r in records:
+        r["angle"] = r["magnitude"] if r["family"] else 0.0
+        r["source"] = by_name[r["photo"]]
+    return records
+
+
+def file_row(label: str, fold: int, seed: int, r: dict) -> dict:
+    return {
+        "variant": label,
+        "fold": fold,
+        "seed": seed,
+        "photo": r["photo"],
+        "kind": _kind(r),
+        "angle": r["angle"],
+        "rotation": r.get("rotation"),
+        "rotation_confidence": r.get("rotation_confidence"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     photos, extra_train = default_photos()
     tested_only = opencv_photos()
     models = tempfile.mkdtemp(prefix="sq-tilt-models-")
     os.environ["SIAMESE_QUALITY_MODELS_DIR"] = models
     print(f"{len(photos)} photos in {args.folds} folds; {args.max_seconds:.0f} s per model")
     rows, files = [], []
-    for fold in folds:
+    for fold in args.fold_list:
         test_photos = [p for i, p in enumerate(photos) if i % args.folds == fold]
         test_photos += [p for i, p in enumerate(tested_only) if i % args.folds == fold]
         train = [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train
-        records = damaged_copies(test_photos, [TILT])
-        by_name = {os.path.splitext(os.path.basename(p))[0]: p for p in test_photos}
-        for r in records:
-            r["angle"] = r["magnitude"] if r["family"] else 0.0
-            r["source"] = by_name[r["photo"]]
-        for seed, variant, size in itertools.product(seeds, variants, sizes):
+        records = tilted_records(test_photos)
+        runs = itertools.product(args.seed_list, args.variant_list, args.size_list)
+        for seed, variant, size in runs:
             label = variant if size is None else f"{variant} n={size}"
             options = {**VARIANTS[variant], **({"max_images": size} if size else {})}
             args.train_options = {"rotation": options}
             scored, _ = score_fold(
                 fold, seed, training_set(train, size, fold), records, ["rotation"], args
             )
-            for r in scored:
-                files.append(
-                    {
-                        "variant": label,
-                        "fold": fold,
-                        "seed": seed,
-                        "photo": r["photo"],
-                        "kind": _kind(r),
-                        "angle": r["angle"],
-                        "rotation": r.get("rotation"),
-                        "rotation_confidence": r.get("rotation_confidence"),
-                    }
-                )
+            files += [file_row(label, fold, seed, r) for r in scored]
             for kind in KINDS:
                 subset = [r for r in scored if kind == "all" or _kind(r) == kind]
                 row = measure(subset, args.confident)
