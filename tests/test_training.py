@@ -26,6 +26,7 @@ from siamese_quality.core.training import (
     FINE_TUNING_CONFIDENCE,
     TrainingConfig,
     fine_tuning_confidence,
+    fine_tuning_message,
     ranking_loss,
     train_pretext_model,
 )
@@ -502,3 +503,16 @@ def test_fine_tuned_weights_replace_the_start_only_when_the_checkpoint_images_ar
     lucky = np.where(groups == 0, magnitudes, start)
     assert fine_tuning_confidence(start, lucky, checkpoint) < FINE_TUNING_CONFIDENCE
     assert fine_tuning_confidence(start, start, checkpoint) == 0.0  # a tie is no gain
+
+
+def test_a_kept_fine_tuned_model_that_ranks_the_held_out_images_worse_says_so():
+    """The checkpoint images choose; the held-out images only report. When they disagree
+    the user is told, with both numbers, and nothing else is claimed."""
+    worse = fine_tuning_message(0.95, 300, start_spearman=0.92, kept_spearman=0.88)
+    assert "best at step 300" in worse and "95%" in worse
+    assert "ranks the held-out images worse than the start (0.880 against 0.920)" in worse
+    better = fine_tuning_message(0.95, 300, start_spearman=0.88, kept_spearman=0.92)
+    assert "worse" not in better
+    kept_start = fine_tuning_message(0.5, 0, start_spearman=0.92, kept_spearman=0.92)
+    assert "the bundled weights are kept" in kept_start and "50%" in kept_start
+    assert "did not beat" in fine_tuning_message(None, 0, 0.9, 0.9)

@@ -633,6 +633,39 @@ def _settle_start_or_fine_tuned(run: _Run) -> float | None:
     return confidence
 
 
+def fine_tuning_message(
+    confidence: float | None,
+    kept_step: int,
+    start_spearman: float | None,
+    kept_spearman: float | None,
+) -> str:
+    """What a fine-tuning run kept and why, for a user. The checkpoint images decide;
+    the held-out images only report, so a kept fine-tuned model that ranks them worse
+    than the start is said to, not swapped back (choosing on them would make them
+    report their own choice)."""
+    if confidence is None:
+        return (
+            "fine-tuning did not beat the bundled start on the checkpoint images: the "
+            "bundled weights are kept, calibrated on these images"
+        )
+    if kept_step == 0:
+        return (
+            f"fine-tuned weights beat the bundled start on the checkpoint images in only "
+            f"{confidence:.0%} of resamples of them ({FINE_TUNING_CONFIDENCE:.0%} needed): "
+            "the bundled weights are kept, calibrated on these images"
+        )
+    message = (
+        f"fine-tuned from the bundled model (best at step {kept_step}; better than the "
+        f"start in {confidence:.0%} of resamples of the checkpoint images)"
+    )
+    if start_spearman is not None and kept_spearman is not None and kept_spearman < start_spearman:
+        message += (
+            f"; but it ranks the held-out images worse than the start ({kept_spearman:.3f} "
+            f"against {start_spearman:.3f}): compare both on your images before relying on it"
+        )
+    return message
+
+
 def _against_the_start(
     run: _Run, data: TrainingData, model: PretextModel, confidence: float | None
 ) -> dict:
@@ -642,29 +675,18 @@ def _against_the_start(
     version = default_version(start)
     calibrate_and_report(start, data.held_out)  # on this dataset's held-out images
     kept_start = run.best["step"] == 0
-    if confidence is None:
-        message = (
-            "fine-tuning did not beat the bundled start on the checkpoint images: the "
-            "bundled weights are kept, calibrated on these images"
-        )
-    elif kept_start:
-        message = (
-            f"fine-tuned weights beat the bundled start on the checkpoint images in only "
-            f"{confidence:.0%} of resamples of them ({FINE_TUNING_CONFIDENCE:.0%} needed): "
-            "the bundled weights are kept, calibrated on these images"
-        )
-    else:
-        message = (
-            f"fine-tuned from the bundled model (best at step {run.best['step']}; better "
-            f"than the start in {confidence:.0%} of resamples of the checkpoint images)"
-        )
+    start_metrics = start.evaluation.get("metrics", {})
+    metrics = model.evaluation.get("metrics", {})
+    message = fine_tuning_message(
+        confidence, run.best["step"], start_metrics.get("spearman"), metrics.get("spearman")
+    )
     return {
         "from": f"bundled default model v{version}",
         "version": version,
         "kept": "start" if kept_start else "fine-tuned",
         "confidence": confidence,
-        "start_metrics": start.evaluation.get("metrics", {}),
-        "metrics": model.evaluation.get("metrics", {}),
+        "start_metrics": start_metrics,
+        "metrics": metrics,
         "message": message,
     }
 
