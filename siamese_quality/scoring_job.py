@@ -425,7 +425,9 @@ def _summary(
     if not ids:
         summary["message"] = "nothing to score" + (f" ({skipped} unchanged)" if skipped else "")
         return summary
-    summary["message"] = _summary_message(len(ids), scored, kinds)
+    summary["message"] = _summary_message(len(ids), scored, kinds) + (
+        f" ({skipped} more unchanged, skipped)" if skipped else ""
+    )
     summary["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     # what the App's score form bases its expected duration on
     summary["seconds"] = round(seconds, 3)

@@ -259,6 +259,7 @@ def test_a_file_changed_after_scoring_is_found_and_rescored_alone(image_dataset,
     assert stale.values("id") == [changed.id]
     summary = sq.score(image_dataset, key="blur", skip_unchanged=True, progress=False)
     assert summary["samples"] == 1 and summary["skipped_unchanged"] == 11
+    assert summary["message"] == "scored 1 of 1 samples (11 more unchanged, skipped)"
     after = dict(zip(*image_dataset.values(["id", "blur_raw"]), strict=True))
     assert after[changed.id] != before[changed.id]
     assert {k: v for k, v in after.items() if k != changed.id} == {
