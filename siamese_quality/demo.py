@@ -344,9 +344,9 @@ def findings_table(bundled: list[dict], tuned: list[dict] | None = None) -> str:
     return _text_table(header, lines)
 
 
-def issue_agreement(dataset: fo.Dataset, suffix: str = "") -> tuple[int, str]:
+def issue_agreement(dataset: fo.Dataset, suffix: str = "") -> str:
     """How often the summary's worst issue (``quality_issue``, naming models
-    ``<task><suffix>``) names the damage a sample truly carries: (count, one line)."""
+    ``<task><suffix>``) names the damage a sample truly carries, in one line."""
     kinds, issues = dataset.values(["demo_truth.label", "quality_issue"])
     parts, right = [], 0
     for task in DEMO_TASKS:
@@ -354,7 +354,7 @@ def issue_agreement(dataset: fo.Dataset, suffix: str = "") -> tuple[int, str]:
         parts.append(f"{task} {found}/{kinds.count(task)}")
         right += found
     damaged = sum(k != CLEAN for k in kinds)
-    return right, f"{right} of {damaged} damaged samples ({', '.join(parts)})"
+    return f"{right} of {damaged} damaged samples ({', '.join(parts)})"
 
 
 WORKER_COMMAND = "make worker   (or: fiftyone delegated launch, with FIFTYONE_PLUGINS_DIR set)"
@@ -377,7 +377,7 @@ def launch_app(dataset: fo.Dataset, port: int) -> None:
     session.wait(-1)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--data-dir",
@@ -396,13 +396,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--app", action="store_true", help="open the FiftyOne App and wait")
     parser.add_argument("--port", type=int, default=5151, help="App port for --app")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    dataset = build_demo_dataset(args.data_dir, args.dataset)
-    if args.app:
-        launch_app(dataset, args.port)
-        return
 
+def print_plugin_members() -> None:
+    """The operators and panels FiftyOne found for this plugin; none is an error."""
     operators, panels = registered_plugin_members()
     if not operators and not panels:
         raise SystemExit(
@@ -414,7 +412,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {uri}")
     print()
 
-    from siamese_quality import actions, sdk
+
+def assess_then_fine_tune(dataset: fo.Dataset, seconds: float, retrain: bool) -> dict:
+    """The bundled models' fields and findings, then the fine-tuned models' fields:
+    ``{"bundled_rows", "bundled_issues", "infos"}`` for the report."""
+    from siamese_quality import sdk
 
     for key in clear_replaced_demo_models(dataset):
         print(f"deleted model {key!r}, trained by an older demo: the bundled one replaces it")
@@ -423,9 +425,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nsq.assess: {assessment['message']}")
     bundled_rows = demo_findings(dataset)
     sdk.summarize(dataset, keys=tasks)  # assess summarizes only when it scored something
-    _, bundled_issues = issue_agreement(dataset)
+    bundled_issues = issue_agreement(dataset)
     print()
-    infos = fine_tune_demo_models(dataset, args.seconds, args.retrain)
+    infos = fine_tune_demo_models(dataset, seconds, retrain)
     sdk.score(dataset, key=tuned_keys, heatmaps=True, progress=False)
     sdk.summarize(dataset, keys=tuned_keys)
     print(
@@ -434,29 +436,48 @@ def main(argv: list[str] | None = None) -> None:
         "local models, _patches and _heatmap; quality_issue, quality_severity, "
         "quality_percentile (sq.summarize of the fine-tuned models)"
     )
+    return {"bundled_rows": bundled_rows, "bundled_issues": bundled_issues, "infos": infos}
+
+
+def print_report(dataset: fo.Dataset, found: dict) -> None:
+    """What each model finds against the truth, and what fine-tuning kept."""
+    from siamese_quality import actions
+
     print(
         f"\nWhat each model finds among {len(dataset)} samples ({COPIES_PER_TASK} damaged per "
         "model by processes no model trained on; the truth is in demo_truth, which no model "
         "read): the bundled models (sq.assess, fields blur, noise, ...) and the same "
         f"fine-tuned on this dataset (fields blur{TUNED}, ...):"
     )
-    print(findings_table(bundled_rows, demo_findings(dataset, TUNED)))
+    print(findings_table(found["bundled_rows"], demo_findings(dataset, TUNED)))
     print(
         "\nWorst issue per sample (sq.summarize: quality_issue, quality_severity, "
-        f"quality_percentile) names the true damage of\n  bundled models: {bundled_issues}\n"
-        f"  fine-tuned:     {issue_agreement(dataset, TUNED)[1]}"
+        "quality_percentile) names the true damage of\n"
+        f"  bundled models: {found['bundled_issues']}\n"
+        f"  fine-tuned:     {issue_agreement(dataset, TUNED)}"
     )
     print(
         "\nFine-tuning, judged on held-out photos of this dataset that neither trained a "
         "model nor chose its checkpoint, damaged at known magnitudes by the library "
         "(held-out Spearman; the better is kept):"
     )
-    print(fine_tuning_table(infos))
+    print(fine_tuning_table(found["infos"]))
     worst = actions.worst_first(dataset, "blur").first()
     print(
         f"\nMost blurred sample: {os.path.basename(worst.filepath)} (blur {worst.blur:.2f} px "
         f"of the stored image; truth: {worst.demo_truth.process} {worst.demo_truth.magnitude:g})"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    dataset = build_demo_dataset(args.data_dir, args.dataset)
+    if args.app:
+        launch_app(dataset, args.port)
+        return
+    print_plugin_members()
+    found = assess_then_fine_tune(dataset, args.seconds, args.retrain)
+    print_report(dataset, found)
     print("\nOpen the App on this dataset with:  make app   (then http://127.0.0.1:5151)")
 
 
