@@ -199,10 +199,10 @@ def clear_replaced_demo_models(dataset: fo.Dataset) -> list[str]:
     """Deletes models under a task's name that were not bundled (an older demo trained
     them from scratch there), so that :func:`~siamese_quality.sdk.assess` can add the
     bundled ones; returns their keys. Only for the demo's own dataset."""
-    from siamese_quality import sdk
+    from siamese_quality import runs, sdk
     from siamese_quality.assessment import recorded_default_version
 
-    keys = [m.key for m in sdk.list_models(dataset)]
+    keys = runs.list_model_keys(dataset)
     old = [t for t in DEMO_TASKS if t in keys and recorded_default_version(dataset, t) is None]
     for key in old:
         sdk.delete_model(dataset, key)
@@ -212,12 +212,13 @@ def clear_replaced_demo_models(dataset: fo.Dataset) -> list[str]:
 def fine_tune_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False) -> list:
     """Fine-tunes (or reuses) each demo task's bundled model on the dataset's own images,
     ``seconds`` each on average, as model ``<task>_tuned``; returns their ModelInfo."""
-    from siamese_quality import sdk
+    from siamese_quality import runs, sdk
 
+    existing = runs.list_model_keys(dataset)
     infos = []
     for task in DEMO_TASKS:
         key = task + TUNED
-        if key in [m.key for m in sdk.list_models(dataset)] and not retrain:
+        if key in existing and not retrain:
             print(f"reusing model {key!r} (pass --retrain to fine-tune it again)")
         else:
             budget = seconds * DEMO_BUDGET_SHARE[task]
@@ -284,11 +285,11 @@ def _baseline_row(task: str, kinds: list[str], own: np.ndarray, truth: np.ndarra
     }
 
 
-def demo_findings(dataset: fo.Dataset, suffix: str = "") -> list[dict]:
+def demo_findings(dataset: fo.Dataset, suffix: str = "", baselines: bool = True) -> list[dict]:
     """Per model (field ``<task><suffix>``): the share of its ten worst-first samples that
     carry its kind of damage, and the Spearman of its field against the true magnitudes
-    of that kind (clean photos at no damage); the same for the classical baseline on the
-    same files."""
+    of that kind (clean photos at no damage); with ``baselines``, the same for the
+    classical baseline on the same files (it decodes every file: once per report)."""
     import torch
 
     from siamese_quality import actions
@@ -300,7 +301,7 @@ def demo_findings(dataset: fo.Dataset, suffix: str = "") -> list[dict]:
     )
     images = [
         torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).contiguous()
-        for p in paths
+        for p in (paths if baselines else [])
     ]
     rows = []
     for task in DEMO_TASKS:
@@ -317,7 +318,7 @@ def demo_findings(dataset: fo.Dataset, suffix: str = "") -> list[dict]:
                 "damaged": int(sum(k == task for k in kinds)),
                 "precision": sum(k == task for k in worst) / TOP,
                 "spearman": spearman(np.array(dataset.values(field))[own], truth[own]),
-                **_baseline_row(task, kinds, own, truth, images),
+                **(_baseline_row(task, kinds, own, truth, images) if baselines else {}),
             }
         )
     return rows
@@ -449,7 +450,8 @@ def print_report(dataset: fo.Dataset, found: dict) -> None:
         "read): the bundled models (sq.assess, fields blur, noise, ...) and the same "
         f"fine-tuned on this dataset (fields blur{TUNED}, ...):"
     )
-    print(findings_table(found["bundled_rows"], demo_findings(dataset, TUNED)))
+    # the baseline's columns come from the bundled rows: the files are the same
+    print(findings_table(found["bundled_rows"], demo_findings(dataset, TUNED, baselines=False)))
     print(
         "\nWorst issue per sample (sq.summarize: quality_issue, quality_severity, "
         "quality_percentile) names the true damage of\n"
