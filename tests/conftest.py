@@ -131,7 +131,9 @@ def tiny_model_files(tmp_path_factory) -> dict[str, str]:
     """Exported model files (blur, rotation), trained for a few steps on generated images.
 
     Quality does not matter here: these tests check plumbing, and importing a file
-    is much faster than training per test.
+    is much faster than training per test. The rotation file is a trained one
+    (``orientation``), which writes no confidence: the fixed default reader's confidence
+    would weigh its severity (tested on its own in test_overview).
     """
     from siamese_quality.core.training import TrainingConfig, train_pretext_model
 
@@ -139,7 +141,9 @@ def tiny_model_files(tmp_path_factory) -> dict[str, str]:
     images = [dead_leaves_image(100 + i, (120, 96)) for i in range(6)]
     files = {}
     for task in ("blur", "rotation"):
-        model = train_pretext_model(images, TrainingConfig(task=task, **TINY_TRAINING))
+        backbone = "orientation" if task == "rotation" else None
+        config = TrainingConfig(task=task, backbone=backbone, **TINY_TRAINING)
+        model = train_pretext_model(images, config)
         files[task] = str(folder / f"{task}.pt")
         model.save(files[task])
     return files

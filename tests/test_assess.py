@@ -176,3 +176,18 @@ def test_fine_tuning_from_the_default_model_reports_both_on_the_same_held_out_im
     shown = QualityPanel._summary_markdown(sq.model_info(image_dataset, "blur_tuned"))
     assert f"bundled default model v{DEFAULT_MODELS_VERSION}, before fine-tuning" in shown
     assert "the same held-out images of this dataset" in shown
+
+
+def test_fine_tuning_a_fixed_reader_keeps_it_and_says_why(image_dataset):
+    """The bundled rotation model reads degrees itself (lines, or edges): fine-tuning has
+    nothing to learn, and a learned scale would stop reading degrees. It keeps the start
+    and says so, rather than that fine-tuning lost to it."""
+    info = sq.train(
+        image_dataset, task="rotation", key="rotation_tuned", init="default", progress=False
+    )
+    start = info.training["init"]
+    assert (info.training["steps"], info.training["stop_reason"]) == (0, "reads_units")
+    assert start["kept"] == "start" and "the bundled reader is fixed" in start["message"]
+    tuned, bundled = sq.load_model(image_dataset, "rotation_tuned"), load_default_model("rotation")
+    for name, value in bundled.branch.state_dict().items():
+        assert torch.equal(tuned.branch.state_dict()[name], value), name

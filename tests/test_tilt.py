@@ -9,21 +9,32 @@ import fiftyone as fo
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality.core.degradations import rotation
+from siamese_quality.core.model import QualityBranch
 from siamese_quality.core.tilt import read_tilt
 
 
-def _grey(rgb: np.ndarray, short_side: int = 256) -> np.ndarray:
+def _centre_square(image: Image.Image, short_side: int = 256) -> Image.Image:
     """The centre square the rotation model reads (its view: 256 px, 71 % crop)."""
-    image = Image.fromarray(rgb).convert("L")
     scale = short_side / min(image.size)
     image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BOX)
     side = round(short_side * 0.71)
     left, top = (image.width - side) // 2, (image.height - side) // 2
-    return np.asarray(image.crop((left, top, left + side, top + side)))
+    return image.crop((left, top, left + side, top + side))
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(_centre_square(Image.fromarray(rgb).convert("L")))
+
+
+def _square(rgb: np.ndarray) -> torch.Tensor:
+    """The same square in colour, (3, S, S), as the rotation model's branch takes it."""
+    square = np.array(_centre_square(Image.fromarray(rgb).convert("RGB")))
+    return torch.from_numpy(square).permute(2, 0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +66,37 @@ def test_a_photo_with_no_upright_reads_low_confidence():
     assert read_tilt(np.full((182, 182), 90, np.uint8)) == (0.0, 0.0)
 
 
+def test_the_default_reader_takes_the_lines_where_sure_and_the_edges_elsewhere(rocket):
+    """The rocket's tower: the lines are sure, and read degrees. A photographer on a
+    street (few long lines: the lines are unsure) still reads in the order of the turn,
+    from the edges. Grass (nothing straight) leans toward level instead of reading an
+    arbitrary angle."""
+    branch = QualityBranch("lines_or_edges")
+    angles = (-20.0, -10.0, 0.0, 10.0, 20.0)
+
+    def turned(pixels: np.ndarray) -> torch.Tensor:
+        rng = np.random.default_rng(0)
+        return torch.stack([_square(rotation(pixels, a, rng) if a else pixels) for a in angles])
+
+    tower = turned(np.asarray(skimage.data.rocket()))
+    assert branch.score(tower).numpy() == pytest.approx(angles, abs=1.5)
+    assert branch.confidence(tower).min() > 0.6
+    street = turned(np.asarray(Image.fromarray(skimage.data.camera()).convert("RGB")))
+    assert branch.confidence(street).max() < 0.5
+    assert np.all(np.diff(branch.score(street).numpy()) > 0)
+    grass = turned(np.asarray(Image.fromarray(skimage.data.grass()).convert("RGB")))
+    assert np.abs(branch.score(grass).numpy()).max() < 2.0
+
+
 @pytest.mark.slow
-def test_line_rotation_models_write_a_confidence_field(dataset_factory, tmp_path, rocket):
-    """sq.train (backbone="lines") on real photos, sq.score on turned copies: the value
-    reads the angle in degrees, beyond the +-15 that other rotation models train on (a
-    fitted calibration clipped +25 to about +15), nothing trains, and
-    ``rotation_confidence`` separates the photo with an upright from a texture."""
+def test_default_rotation_models_read_degrees_and_write_a_confidence_field(
+    dataset_factory, tmp_path, rocket
+):
+    """sq.train (the default reader: lines, or edges) on real photos, sq.score on
+    turned copies: the value reads the angle in degrees, beyond the +-15 that trained
+    rotation models learn (a fitted calibration clipped +25 to about +15), nothing
+    trains, and ``rotation_confidence`` separates the photo with an upright from a
+    texture."""
     dataset = dataset_factory()
     for name in ("astronaut", "coffee", "chelsea", "camera", "brick", "grass", "gravel"):
         path = str(tmp_path / f"{name}.png")
@@ -80,8 +116,6 @@ def test_line_rotation_models_write_a_confidence_field(dataset_factory, tmp_path
     info = sq.train(
         dataset.match_tags("train"),
         task="rotation",
-        backbone="lines",
-        working_resolution=256,
         max_steps=30,
         max_seconds=None,
         seed=0,

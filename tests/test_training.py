@@ -382,7 +382,7 @@ def test_task_defaults_fill_only_the_options_left_open():
     blur = TrainingConfig(task="blur").resolved()
     assert (blur.working_resolution, blur.patch_count) == (64, 16)
     rotation = TrainingConfig(task="rotation").resolved()
-    assert (rotation.backbone, rotation.working_resolution) == ("orientation", 128)
+    assert (rotation.backbone, rotation.working_resolution) == ("lines_or_edges", 256)
     chosen = TrainingConfig(
         task="contrast", backbone="small_cnn", working_resolution=96, patch_fraction=0.5
     ).resolved()

@@ -28,7 +28,10 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # other six carried over from 4
 # 6: brightness reads the mean grey beside the highlights (backbone "exposure_levels"),
 # retrained; the other six carried over from 5
-DEFAULT_MODELS_VERSION = "6"
+# 7: rotation reads degrees without training: the lines where they are sure, the edge
+# histogram's classical reading elsewhere (backbone "lines_or_edges"); writes
+# rotation_confidence; the other six carried over from 6
+DEFAULT_MODELS_VERSION = "7"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
 

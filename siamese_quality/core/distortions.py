@@ -722,11 +722,12 @@ register_distortion(
         input_crop=0.97 * inscribed_crop_fraction(ROTATION_MAX_DEGREES),
         # a level source turned by 90 degrees is still level: its edges stay at 0 and 90
         invariances=frozenset({"turns", "channels", "tone"}),
-        # backbone="lines" (with working_resolution=256) reads long straight lines and
-        # writes rotation_confidence; it is not the default: on the tilt benchmark it
-        # ranked -30..+30 degrees below this one (0.22 against 0.39, RESULTS.md)
+        # a fixed reader in degrees (nothing trains) that writes rotation_confidence:
+        # on the tilt benchmark it ranks -30..+30 degrees above the trained edge
+        # histogram (backbone="orientation", 128 px), with no seed lottery (RESULTS.md)
         training_defaults={
-            "backbone": "orientation",
+            "backbone": "lines_or_edges",
+            "working_resolution": 256,
             "learning_rate": 3e-3,
             "patch_fraction": 1.0,
         },

@@ -431,8 +431,10 @@ def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], N
         "step": 0,
         "state": copy.deepcopy(run.branch.state_dict()),
     }
-    if get_backbone(run.branch.backbone).reads_units and run.start_state is None:
-        run.stop_reason = "reads_units"  # a fixed reader: nothing to learn
+    if get_backbone(run.branch.backbone).reads_units:
+        # a fixed reader, from scratch or bundled: nothing to learn, and a learned scale
+        # would no longer read the unit its identity calibration assumes
+        run.stop_reason = "reads_units"
         return
     if run.start_state is not None:  # the start is a checkpoint like any other
         record = _check(run, [])
@@ -680,6 +682,11 @@ def _against_the_start(
     message = fine_tuning_message(
         confidence, run.best["step"], start_metrics.get("spearman"), metrics.get("spearman")
     )
+    if run.stop_reason == "reads_units":
+        message = (
+            "the bundled reader is fixed (it reads the unit itself, nothing trains): kept "
+            "as it is, measured on these held-out images"
+        )
     return {
         "from": f"bundled default model v{version}",
         "version": version,
