@@ -9,13 +9,15 @@ resolution by scikit-image, cropped to the largest rectangle inside and resized 
 OpenCV (``core.degradations.rotation``, no code shared with the library's training). In
 a FiftyOne dataset, ``sq.train(task="rotation")`` learns on the other folds'
 photos and ``sq.score`` reads the turned files. Each model variant (``--variants``)
-trains with the same seed and time budget in the same run; the edge-orientation
-histogram (``orientation``, the default) is the baseline.
+trains with the same seed and time budget in the same run: the default fixed reader
+(``lines_or_edges``), the lines alone, and the edge-orientation histogram trained on
+the fold's photos (``orientation``, the default before), the baseline.
 
 Per variant, fold and seed: pooled signed Spearman of the field against the angle; MAE
 in degrees within +-15 and within +-30; how many undamaged photos read within 2 degrees;
 and, for models that write ``rotation_confidence``, the share of files at or above
-``--confident`` and their MAE within +-15. Each photo kind also gets its own line. The
+``--confident`` and their MAE within +-15. Each photo kind also gets its own line, and
+so do the photos with an upright (``UPRIGHT_PHOTOS``) and those without. The
 third kind, OpenCV's 21 sample photos (``fetch_opencv_photos.py``; buildings, a board,
 a sudoku, fruit, a baboon), is tested only, split over the same folds: the line
 reader's constants (``core.tilt``) were chosen looking at the other two kinds, so the
