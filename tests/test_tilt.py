@@ -197,3 +197,13 @@ def test_a_quarter_turn_is_not_a_tilt(rocket):
         tilt, confidence = read_tilt(np.ascontiguousarray(np.rot90(turned, quarter_turns)))
         assert tilt == pytest.approx(7.0, abs=1.5)
         assert confidence > 0.6
+
+
+def test_the_edge_histogram_applies_the_sobel_taps_its_files_hold():
+    """Gradients are sliced for speed; they must be what the saved taps say."""
+    from siamese_quality.core.model import OrientationHistogramNet, _sobel
+
+    image = torch.from_numpy(np.asarray(skimage.data.camera(), dtype=np.float32))[None, None]
+    taps = OrientationHistogramNet().sobel
+    expected = torch.nn.functional.conv2d(image, taps)
+    assert torch.allclose(_sobel(image), expected, atol=1e-3)

@@ -476,6 +476,17 @@ class EdgeSpreadNet(nn.Module):
         return weights
 
 
+def _sobel(image: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) -> (N, 2, H - 2, W - 2): the Sobel gradients (x, y) of
+    ``OrientationHistogramNet.sobel``, as ``conv2d`` with it would give them (to float
+    rounding), by slicing: about 5 times faster on a CPU than a 1-to-2-channel conv."""
+    across = image[..., :, 2:] - image[..., :, :-2]
+    down = image[..., 2:, :] - image[..., :-2, :]
+    gx = across[..., :-2, :] + 2 * across[..., 1:-1, :] + across[..., 2:, :]
+    gy = down[..., :, :-2] + 2 * down[..., :, 1:-1] + down[..., :, 2:]
+    return torch.cat([gx, gy], dim=1) / 8
+
+
 class OrientationHistogramNet(nn.Module):
     """Tilt scorer: a learned 1-D network over the image's histogram of edge orientations.
 
@@ -493,6 +504,7 @@ class OrientationHistogramNet(nn.Module):
     def __init__(self, window: int = 24):
         super().__init__()
         self.window = window  # one bin per degree
+        # the Sobel taps that _sobel applies, kept as a buffer: saved models hold it
         sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
         self.register_buffer("sobel", torch.stack([sobel_x, sobel_x.t()])[:, None])
         channels = 8  # 2 scales x 2 weightings x 2 windows, one bin per degree
@@ -517,7 +529,7 @@ class OrientationHistogramNet(nn.Module):
         gray = x.mean(dim=1, keepdim=True)
         full = []
         for image in (gray, nn.functional.avg_pool2d(gray, 2)):
-            gradient = nn.functional.conv2d(image, self.sobel)
+            gradient = _sobel(image)
             magnitude = gradient.pow(2).sum(1).add(1e-12).sqrt().flatten(1)
             # edge orientation in [0, 180): the gradient direction turned by 90 degrees
             angle = torch.rad2deg(torch.atan2(gradient[:, 1], gradient[:, 0])).flatten(1)

@@ -14,6 +14,8 @@ votes and reads low. No torch and no FiftyOne here.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -80,8 +82,17 @@ def tilt_from_lines(
 
 def read_tilt(grey: np.ndarray) -> tuple[float, float]:
     """(tilt in degrees counter-clockwise, confidence 0-1) of a uint8 grey image."""
+    grey = np.ascontiguousarray(grey)
+    return _read_tilt_of(grey.tobytes(), grey.shape)
+
+
+# Scoring asks for a batch's tilts, then for their confidences: the second asks read
+# the cache instead of detecting the segments again (a batch is well under this size)
+@functools.lru_cache(maxsize=256)
+def _read_tilt_of(pixels: bytes, shape: tuple[int, ...]) -> tuple[float, float]:
+    grey = np.frombuffer(pixels, dtype=np.uint8).reshape(shape)
     angles, lengths = line_segments(grey)
-    return tilt_from_lines(angles, lengths, float(np.hypot(*grey.shape[:2])))
+    return tilt_from_lines(angles, lengths, float(np.hypot(*shape[:2])))
 
 
 __all__ = ["line_segments", "read_tilt", "tilt_from_lines"]
