@@ -88,6 +88,10 @@ def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
         return json.dumps(foo.get_operator(_uri(name)).resolve_input(ctx).to_json())
 
     assert "up to 30 s of training" in form("train_quality_model", {"max_seconds": 30.0})
+    # the resolution left empty is the one the chosen backbone reads at
+    assert "backbone (256 px)" in form("train_quality_model", {"task": "rotation"})
+    trained = {"task": "rotation", "backbone": "orientation"}
+    assert "backbone (128 px)" in form("train_quality_model", trained)
     sq.import_model(image_dataset, tiny_model_files["blur"], key="blur")
     assert "for 12 samples (from a typical 2-core CPU)" in form("score_quality", {})
     sq.score(image_dataset, key="blur", progress=False)

@@ -383,6 +383,9 @@ def test_task_defaults_fill_only_the_options_left_open():
     assert (blur.working_resolution, blur.patch_count) == (64, 16)
     rotation = TrainingConfig(task="rotation").resolved()
     assert (rotation.backbone, rotation.working_resolution) == ("lines_or_edges", 256)
+    # a backbone's own size goes with it: the trained edge histogram reads 128 px
+    chosen = TrainingConfig(task="rotation", backbone="orientation").resolved()
+    assert chosen.working_resolution == 128
     chosen = TrainingConfig(
         task="contrast", backbone="small_cnn", working_resolution=96, patch_fraction=0.5
     ).resolved()

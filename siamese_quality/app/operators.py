@@ -68,19 +68,23 @@ def _check_training_form(ctx, inputs, props: dict, task: str) -> None:
             forms.invalid(notice, str(e))
 
 
-def _resolution_input(inputs, task: str, tasks: list[str]) -> types.Property:
+def _resolution_input(inputs, task: str, tasks: list[str], backbone: str | None) -> types.Property:
+    from siamese_quality.core.model import BACKBONES
     from siamese_quality.core.training import TrainingConfig
 
-    # params set by hand (SDK, API) may name no known task: no default to show then
+    # params set by hand (SDK, API) may name no known task or backbone: no default then
+    chosen = backbone if backbone in BACKBONES else None
     default = (
-        f" ({TrainingConfig(task=task).resolved().working_resolution} px)" if task in tasks else ""
+        f" ({TrainingConfig(task=task, backbone=chosen).resolved().working_resolution} px)"
+        if task in tasks
+        else ""
     )
     return inputs.int(
         "working_resolution",
         label="Working resolution (px, optional)",
         description="Blur, noise, JPEG, pixelation: the side of the patches read at the "
         "image's own resolution; others: the side the image is resized to. Leave empty "
-        f"for this task's default{default}",
+        f"for the default of this task and backbone{default}",
     )
 
 
@@ -135,7 +139,9 @@ class TrainModel(foo.Operator):
                 description="Stop after this many "
                 "passes over the images, if sooner than the time budget",
             ),
-            "working_resolution": _resolution_input(inputs, task, tasks),
+            "working_resolution": _resolution_input(
+                inputs, task, tasks, ctx.params.get("backbone")
+            ),
         }
         inputs.bool("overwrite", default=False, label="Overwrite an existing model")
         forms.view_target(ctx, inputs, "Train on")

@@ -727,7 +727,6 @@ register_distortion(
         # histogram (backbone="orientation", 128 px), with no seed lottery (RESULTS.md)
         training_defaults={
             "backbone": "lines_or_edges",
-            "working_resolution": 256,
             "learning_rate": 3e-3,
             "patch_fraction": 1.0,
         },

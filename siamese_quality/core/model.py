@@ -812,6 +812,8 @@ class BackboneSpec:
             is the magnitude in the task's unit (:class:`LineTiltNet` measures degrees):
             nothing trains, and the calibration is the identity over it, so no fit can
             flatten a reading that was right
+        working_resolution: the view size the backbone reads best at, used when the
+            user gives none (before the task's own default)
     """
 
     name: str
@@ -823,6 +825,7 @@ class BackboneSpec:
     # the encoder has ``confidence(x) -> (N,)``: its models also write ``<field>_confidence``
     confidence: bool = False
     reads_units: tuple[float, float] | None = None
+    working_resolution: int | None = None
 
 
 def _from_scratch(
@@ -891,6 +894,13 @@ def get_backbone(name: str) -> BackboneSpec:
 
 
 _RAW = {"mean": _RAW_MEAN, "std": _RAW_STD}
+_FIXED_TILT = {
+    "head": "odd_linear",
+    "confidence": True,
+    "reads_units": LINE_TILT_SPAN,
+    "working_resolution": 256,
+    **_RAW,
+}
 _IMAGENET = {"mean": _IMAGENET_MEAN, "std": _IMAGENET_STD, "channels_last": True}
 
 
@@ -904,17 +914,9 @@ for _spec in (
     _scratch("noise_residual", NoiseResidualNet, **_RAW),
     _scratch("edge_spread", EdgeSpreadNet, head="linear", **_RAW),
     _scratch("orientation", OrientationHistogramNet, head="odd_linear"),
-    _scratch(
-        "lines", LineTiltNet, head="odd_linear", confidence=True, reads_units=LINE_TILT_SPAN, **_RAW
-    ),
-    _scratch(
-        "lines_or_edges",
-        LinesOrEdgesNet,
-        head="odd_linear",
-        confidence=True,
-        reads_units=LINE_TILT_SPAN,
-        **_RAW,
-    ),
+    # the line detector needs segments of some length: 256 px (a 182-px centre square)
+    _scratch("lines", LineTiltNet, **_FIXED_TILT),
+    _scratch("lines_or_edges", LinesOrEdgesNet, **_FIXED_TILT),
     _scratch("tonal", TonalReachNet, **_RAW),
     _scratch("tonal_reach", TonalReachStartNet, head="linear", **_RAW),
     _scratch("exposure_levels", ExposureLevelsNet, head="linear", **_RAW),

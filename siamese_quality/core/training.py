@@ -105,6 +105,10 @@ class TrainingConfig:
             "images_per_batch": 8,
         }
         defaults.update(get_distortion(self.task).training_defaults)
+        backbone = self.backbone or defaults["backbone"]
+        if backbone in BACKBONES and get_backbone(backbone).working_resolution:
+            # the size that backbone reads best at, whichever task chose it
+            defaults["working_resolution"] = get_backbone(backbone).working_resolution
         if self.init == "default":
             defaults.update(default_architecture(self.task))
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
