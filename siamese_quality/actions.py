@@ -61,16 +61,58 @@ def _sorted_by_severity(samples, field: str, worst_first: bool = True) -> fo.Dat
     return samples.sort_by(severity(samples, field), reverse=worst_first)
 
 
-def worst_first(samples, field: str, best_first: bool = False) -> fo.DatasetView:
-    """``samples`` that have ``field``, sorted from the worst sample (or the best)."""
-    return _sorted_by_severity(samples.exists(field), field, worst_first=not best_first)
+def confidence_field(field: str) -> str:
+    """Where a model that tells how sure it is (rotation) writes that, beside ``field``."""
+    return f"{field}_confidence"
+
+
+def check_min_confidence(samples, field: str, min_confidence: float | None) -> None:
+    """Raises ``InvalidOption("min_confidence")`` unless it is None, or in 0-1 for a
+    field whose model writes a confidence."""
+    if min_confidence is None:
+        return
+    if not 0 <= min_confidence <= 1:
+        raise InvalidOption(
+            "min_confidence", f"min_confidence must be between 0 and 1, got {min_confidence!r}"
+        )
+    if not samples.has_field(confidence_field(field)):
+        raise InvalidOption(
+            "min_confidence",
+            f"{field!r} has no confidence ({confidence_field(field)!r}): only models that "
+            "tell how sure they are write one (rotation: how many long lines agree on the tilt)",
+        )
+
+
+def confident(samples, field: str, min_confidence: float | None = None):
+    """``samples`` read by ``field``'s model with at least ``min_confidence`` (0-1), or
+    all of them for None. A tilt read off a photo with no upright is arbitrary: sorting
+    by tilt among the sure ones shows the tilted photos, not the textures."""
+    check_min_confidence(samples, field, min_confidence)
+    if min_confidence is None:
+        return samples
+    return samples.match(F(confidence_field(field)) >= min_confidence)
+
+
+def worst_first(
+    samples, field: str, best_first: bool = False, min_confidence: float | None = None
+) -> fo.DatasetView:
+    """``samples`` that have ``field`` (read with at least ``min_confidence``, see
+    :func:`confident`), sorted from the worst sample (or the best)."""
+    scored = confident(samples, field, min_confidence).exists(field)
+    return _sorted_by_severity(scored, field, worst_first=not best_first)
 
 
 def in_range(
-    samples, field: str, low: float | None = None, high: float | None = None
+    samples,
+    field: str,
+    low: float | None = None,
+    high: float | None = None,
+    min_confidence: float | None = None,
 ) -> fo.DatasetView:
-    """Samples whose ``field`` value lies in ``[low, high]`` (either bound optional)."""
+    """Samples whose ``field`` value lies in ``[low, high]`` (either bound optional),
+    read with at least ``min_confidence`` (see :func:`confident`)."""
     _require_numeric_field(samples, field)
+    samples = confident(samples, field, min_confidence)
     condition = F(field).exists()
     if low is not None:
         condition &= F(field) >= low
@@ -91,24 +133,34 @@ def check_tag(tag: str) -> None:
         raise InvalidOption("tag", "tag must be a non-empty string")
 
 
-def worst_percent(samples, field: str, percent: float) -> fo.DatasetView:
-    """The worst ``percent`` % of the samples that have a value, worst first."""
+def worst_percent(
+    samples, field: str, percent: float, min_confidence: float | None = None
+) -> fo.DatasetView:
+    """The worst ``percent`` % of the samples that have a value (of those read with at
+    least ``min_confidence``, see :func:`confident`), worst first."""
     check_percent(percent)
-    scored = samples.exists(field)
+    scored = confident(samples, field, min_confidence).exists(field)
     count = scored.count()
     keep = max(1, round(count * percent / 100)) if count else 0
     return _sorted_by_severity(scored, field).limit(keep)
 
 
-def severity_threshold(samples, field: str, threshold: float) -> fo.DatasetView:
-    """Samples worse than ``threshold`` (on the severity scale of :func:`severity`)."""
-    return samples.exists(field).match(severity(samples, field) > threshold)
+def severity_threshold(
+    samples, field: str, threshold: float, min_confidence: float | None = None
+) -> fo.DatasetView:
+    """Samples worse than ``threshold`` (on the severity scale of :func:`severity`),
+    read with at least ``min_confidence`` (see :func:`confident`)."""
+    scored = confident(samples, field, min_confidence).exists(field)
+    return scored.match(severity(samples, field) > threshold)
 
 
-def tag_beyond(samples, field: str, threshold: float, tag: str) -> int:
-    """Tags the samples worse than ``threshold`` with ``tag``; returns how many."""
+def tag_beyond(
+    samples, field: str, threshold: float, tag: str, min_confidence: float | None = None
+) -> int:
+    """Tags the samples worse than ``threshold`` (read with at least ``min_confidence``)
+    with ``tag``; returns how many."""
     check_tag(tag)
-    view = severity_threshold(samples, field, threshold)
+    view = severity_threshold(samples, field, threshold, min_confidence)
     view.tag_samples(tag)
     return view.count()
 

@@ -78,14 +78,17 @@ def test_score_operator_immediate_writes_fields_and_reloads(image_dataset, tiny_
     assert toast["params"]["message"] == "blur: scored 12 of 12 samples"  # names the model
 
 
-def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
+def form_json(dataset, name: str, params: dict) -> str:
+    """The form an operator shows for ``params``, as the App gets it."""
     from fiftyone.operators.executor import ExecutionContext
 
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
+    return json.dumps(foo.get_operator(_uri(name)).resolve_input(ctx).to_json())
+
+
+def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
     def form(name: str, params: dict) -> str:
-        ctx = ExecutionContext(
-            request_params={"dataset_name": image_dataset.name, "params": params}
-        )
-        return json.dumps(foo.get_operator(_uri(name)).resolve_input(ctx).to_json())
+        return form_json(image_dataset, name, params)
 
     assert "up to 30 s of training" in form("train_quality_model", {"max_seconds": 30.0})
     # the resolution left empty is the one the chosen backbone reads at
@@ -99,6 +102,21 @@ def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
     assert record["seconds"] > 0
     # once measured, the estimate follows this machine's own rate
     assert "for 12 samples (from the last scoring of these models)" in form("score_quality", {})
+
+
+def test_quality_actions_offer_a_minimum_confidence_where_the_model_tells_one(image_dataset):
+    sq.assess(image_dataset, tasks=["rotation"], progress=False)
+    for name in ("sort_by_quality", "filter_by_quality", "tag_by_quality"):
+        assert "min_confidence" in form_json(image_dataset, name, {"field": "rotation"})
+        assert "min_confidence" not in form_json(image_dataset, name, {"field": "rotation_raw"})
+    unsure = {"field": "rotation", "min_confidence": 2.0}
+    assert "between 0 and 1" in form_json(image_dataset, "filter_by_quality", unsure)
+    image_dataset.set_values("rotation_confidence", [0.9] * 6 + [0.1] * 6)
+    result = foo.execute_operator(
+        _uri("sort_by_quality"),
+        ctx={"dataset": image_dataset, "params": {"field": "rotation", "min_confidence": 0.5}},
+    )
+    assert result.result == {"count": 6}
 
 
 def test_score_operator_delegated_on_a_view(image_dataset, tiny_model_files):

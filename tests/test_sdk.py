@@ -226,6 +226,35 @@ def test_worst_first_understands_each_distortion(image_dataset, tiny_model_files
     assert actions.untag(image_dataset, "tilted") == 4
 
 
+def test_actions_keep_to_tilts_read_surely_when_asked(image_dataset):
+    """The default rotation model writes how sure it is: sorting, filtering and tagging
+    by tilt among the sure samples leaves out tilts read off photos with no upright."""
+    sq.assess(image_dataset, tasks=["rotation"], progress=False)
+    ids = image_dataset.values("id")
+    tilts = [-9.0, 4.0, 0.5, -1.0, 12.0, -3.0, 2.0, 0.0, -6.0, 7.0, 1.0, -0.2]
+    sure = [0.9, 0.8, 0.7, 0.6, 0.1, 0.9, 0.2, 0.8, 0.3, 0.9, 0.6, 0.7]
+    image_dataset.set_values("rotation", dict(zip(ids, tilts, strict=True)), key_field="id")
+    image_dataset.set_values(
+        "rotation_confidence", dict(zip(ids, sure, strict=True)), key_field="id"
+    )
+    worst = actions.worst_first(image_dataset, "rotation", min_confidence=0.5)
+    assert worst.values("rotation")[:3] == [-9.0, 7.0, 4.0]  # 12 and -6 were unsure
+    assert worst.count() == 9
+    assert actions.worst_percent(image_dataset, "rotation", 25, min_confidence=0.5).values(
+        "rotation"
+    ) == [-9.0, 7.0]
+    assert actions.in_range(image_dataset, "rotation", 1.5, None, min_confidence=0.5).values(
+        "rotation"
+    ) == [4.0, 7.0]
+    assert actions.tag_beyond(image_dataset, "rotation", 5.0, "tilted", min_confidence=0.5) == 2
+    assert actions.worst_first(image_dataset, "rotation").count() == 12  # unasked: all
+    with pytest.raises(sq.InvalidOption, match="between 0 and 1"):
+        actions.worst_first(image_dataset, "rotation", min_confidence=50)
+    image_dataset.add_sample_field("sharpness", fo.FloatField)
+    with pytest.raises(sq.InvalidOption, match="'sharpness' has no confidence"):
+        actions.worst_first(image_dataset, "sharpness", min_confidence=0.5)
+
+
 def test_importing_a_file_that_is_not_a_model_is_refused(image_dataset, tmp_path):
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"PK\x03\x04 not a torch archive")

@@ -169,3 +169,22 @@ def field_picker(ctx, inputs) -> str | None:
         inputs, "field", ordered, "Quality field", default=ctx.params.get("field"), required=True
     )
     return ctx.params.get("field") or ordered[0]
+
+
+def confidence_input(ctx, inputs, field: str) -> None:
+    """For a field whose model tells how sure it is (rotation), an optional minimum
+    confidence: the action then keeps only the samples read at least that surely."""
+    from siamese_quality.actions import check_min_confidence, confidence_field
+
+    if ctx.dataset is None or not ctx.dataset.has_field(confidence_field(field)):
+        return
+    prop = inputs.float(
+        "min_confidence",
+        min=0.0,
+        max=1.0,
+        label="Only samples read with confidence at least (optional, 0-1)",
+        description=f"From {confidence_field(field)!r}. Rotation: 0.5 keeps the photos whose "
+        "long lines agree on a tilt (right within 3 degrees on 85 % of the benchmark's "
+        "photos with an upright); a tilt read off a texture or the sky is arbitrary",
+    )
+    check(prop, check_min_confidence, ctx.dataset, field, ctx.params.get("min_confidence"))

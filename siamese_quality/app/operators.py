@@ -486,16 +486,19 @@ class SortByQuality(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="sort_by_quality",
+            dynamic=True,  # the form follows its own fields
             label="Siamese quality: sort by quality",
             description="Show the worst (or best) samples first",
         )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if forms.field_picker(ctx, inputs) is not None:
+        field = forms.field_picker(ctx, inputs)
+        if field is not None:
             forms.dropdown(
                 inputs, "order", ["worst first", "best first"], "Order", default="worst first"
             )
+            forms.confidence_input(ctx, inputs, field)
             forms.view_target(ctx, inputs, "Sort")
         return types.Property(inputs)
 
@@ -506,6 +509,7 @@ class SortByQuality(foo.Operator):
             ctx.target_view(),
             ctx.params["field"],
             best_first=ctx.params.get("order") == "best first",
+            min_confidence=ctx.params.get("min_confidence"),
         )
         ctx.ops.set_view(view)
         return {"count": view.count()}
@@ -523,7 +527,8 @@ class FilterByQuality(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if forms.field_picker(ctx, inputs) is None:
+        field = forms.field_picker(ctx, inputs)
+        if field is None:
             return types.Property(inputs)
         mode = ctx.params.get("mode") or "worst percent"
         forms.dropdown(inputs, "mode", ["worst percent", "range"], "Keep", default=mode)
@@ -537,6 +542,7 @@ class FilterByQuality(foo.Operator):
             from siamese_quality.actions import check_percent
 
             forms.check(percent, check_percent, forms.param(ctx, "percent", 10.0))
+        forms.confidence_input(ctx, inputs, field)
         forms.view_target(ctx, inputs, "Filter")
         return types.Property(inputs)
 
@@ -544,10 +550,13 @@ class FilterByQuality(foo.Operator):
         from siamese_quality import actions
 
         field, view = ctx.params["field"], ctx.target_view()
+        sure = ctx.params.get("min_confidence")
         if ctx.params.get("mode") == "range":
-            view = actions.in_range(view, field, ctx.params.get("low"), ctx.params.get("high"))
+            low, high = ctx.params.get("low"), ctx.params.get("high")
+            view = actions.in_range(view, field, low, high, min_confidence=sure)
         else:
-            view = actions.worst_percent(view, field, forms.param(ctx, "percent", 10.0))
+            percent = forms.param(ctx, "percent", 10.0)
+            view = actions.worst_percent(view, field, percent, min_confidence=sure)
         ctx.ops.set_view(view)
         return {"count": view.count()}
 
@@ -578,6 +587,7 @@ class TagByQuality(foo.Operator):
         from siamese_quality.actions import check_tag
 
         forms.check(tag, check_tag, forms.param(ctx, "tag", f"worst_{field}"))
+        forms.confidence_input(ctx, inputs, field)
         forms.view_target(ctx, inputs, "Tag")
         return types.Property(inputs)
 
@@ -589,6 +599,7 @@ class TagByQuality(foo.Operator):
             ctx.params["field"],
             float(ctx.params["threshold"]),
             ctx.params["tag"],
+            min_confidence=ctx.params.get("min_confidence"),
         )
         ctx.ops.reload_dataset()
         return {"tagged": count}
