@@ -176,6 +176,23 @@ def test_switching_models_replaces_every_chart_with_the_chosen_models_points(
     assert out["state"]["severity_max"] == ROTATION_MAX_DEGREES
 
 
+def test_a_model_that_tells_its_confidence_gets_a_slider_the_actions_follow(image_dataset):
+    sq.assess(image_dataset, tasks=["rotation"], progress=False)
+    tilts = [-9.0, 4.0, 0.5, -1.0, 12.0, -3.0, 2.0, 0.0, -6.0, 7.0, 1.0, -0.2]
+    image_dataset.set_values("rotation", tilts)
+    image_dataset.set_values("rotation_confidence", [0.9, 0.8, 0.7, 0.6, 0.1, 0.9] * 2)
+    out = _call(image_dataset, "on_load")
+    assert out["state"]["sure"] and "min_confidence" in json.dumps(out["render"])
+    state = {**out["state"], "min_confidence": 0.5}
+    shown = _set_view_of(image_dataset, _call(image_dataset, "worst_first", state))
+    assert shown.values("rotation")[:2] == [-9.0, 7.0]  # 12 was read unsure
+    assert shown.count() == 10
+    tagged = _call(image_dataset, "tag_beyond", {**state, "threshold": 5.0})
+    (note,) = [t for t in tagged["triggers"] if t["operator_uri"].endswith("notify")]
+    assert "Tagged 3 samples" in note["params"]["message"]  # of -9, 12, -6, 7: not 12
+    assert "confidence ≥ 0.5" in note["params"]["message"]
+
+
 def test_model_not_scored_yet_offers_scoring(image_dataset, tiny_model_files):
     sq.import_model(image_dataset, tiny_model_files["rotation"], key="rotation")
     out = _call(image_dataset, "on_load")

@@ -317,6 +317,9 @@ class QualityPanel(foo.Panel):
         heatmap = f"{field}_heatmap" if field else None
         ctx.panel.state.heatmap = heatmap if heatmap and ctx.dataset.has_field(heatmap) else None
         ctx.panel.state.local = info.view.get("kind") == "patches"
+        from siamese_quality.actions import confidence_field
+
+        ctx.panel.state.sure = bool(field) and ctx.dataset.has_field(confidence_field(field))
         ctx.panel.state.signature = self._signature(ctx)
         ctx.ops.set_panel_data(
             {
@@ -519,28 +522,41 @@ class QualityPanel(foo.Panel):
         ctx.store(ACTIONS_STORE).set(_last_stage_uuid(view), action, ttl=ACTION_TTL_S)
         ctx.ops.set_view(view)
 
+    @staticmethod
+    def _min_confidence(ctx) -> tuple[float | None, str]:
+        """The confidence slider's minimum for the actions (None: every sample), and how
+        the state line says it; only for a model that writes its confidence."""
+        value = ctx.panel.state.min_confidence if ctx.panel.state.sure else None
+        if not value:
+            return None, ""
+        return float(value), f", read with confidence ≥ {float(value):g}"
+
     def worst_first(self, ctx, note: str = "", active_fields: list[str] | None = None):
         from siamese_quality import actions
 
         field, base = ctx.panel.state.field, self._base_view(ctx, "order")
-        view = actions.worst_first(base, field)
-        text = f"worst first by `{field}`{note}"
+        sure, said = self._min_confidence(ctx)
+        view = actions.worst_first(base, field, min_confidence=sure)
+        text = f"worst first by `{field}`{said}{note}"
         self._set_view(ctx, base, view, text, "order", active_fields)
 
     def best_first(self, ctx):
         from siamese_quality import actions
 
         field, base = ctx.panel.state.field, self._base_view(ctx, "order")
-        view = actions.worst_first(base, field, best_first=True)
-        self._set_view(ctx, base, view, f"best first by `{field}`", "order")
+        sure, said = self._min_confidence(ctx)
+        view = actions.worst_first(base, field, best_first=True, min_confidence=sure)
+        self._set_view(ctx, base, view, f"best first by `{field}`{said}", "order")
 
     def show_worst_percent(self, ctx):
         from siamese_quality import actions
 
         field, base = ctx.panel.state.field, self._base_view(ctx, "order")
         percent = float(ctx.panel.state.percent or DEFAULT_PERCENT)
-        view = actions.worst_percent(base, field, percent)
-        self._set_view(ctx, base, view, f"the worst {percent:g} % by `{field}`", "order")
+        sure, said = self._min_confidence(ctx)
+        view = actions.worst_percent(base, field, percent, min_confidence=sure)
+        text = f"the worst {percent:g} % by `{field}`{said}"
+        self._set_view(ctx, base, view, text, "order")
 
     def tag_beyond(self, ctx):
         from siamese_quality import actions
@@ -548,10 +564,11 @@ class QualityPanel(foo.Panel):
         field = ctx.panel.state.field
         threshold = float(ctx.panel.state.threshold or 0.0)
         tag = f"worst_{field}"
-        count = actions.tag_beyond(ctx.view, field, threshold, tag)
+        sure, said = self._min_confidence(ctx)
+        count = actions.tag_beyond(ctx.view, field, threshold, tag, min_confidence=sure)
         ctx.ops.notify(
             f"Tagged {count} samples of this view '{tag}' (severity beyond "
-            f"{threshold:g} {ctx.panel.state.unit})"
+            f"{threshold:g} {ctx.panel.state.unit}{said})"
         )
         ctx.ops.reload_dataset()
 
@@ -755,6 +772,21 @@ class QualityPanel(foo.Panel):
                 value_label_display="auto",
             ),
         )
+        if ctx.panel.state.sure:
+            panel.float(
+                "min_confidence",
+                default=0.0,
+                min=0.0,
+                max=1.0,
+                label=f"Only samples read with {ctx.panel.state.field}_confidence at least "
+                "(0: all; 0.5 keeps tilts read off long lines that agree)",
+                view=types.SliderView(
+                    label_position="top",
+                    value_precision=2,
+                    view_multiple_of=0.05,
+                    value_label_display="auto",
+                ),
+            )
         self._render_distribution(ctx, panel)
         self._render_heatmap(ctx, panel)
 
