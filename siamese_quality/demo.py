@@ -209,6 +209,14 @@ def clear_replaced_demo_models(dataset: fo.Dataset) -> list[str]:
     return old
 
 
+def _bundled_reads_units(task: str) -> bool:
+    """Whether the bundled model of ``task`` is a fixed reader, which trains nothing."""
+    from siamese_quality.core.defaults import default_architecture
+    from siamese_quality.core.model import get_backbone
+
+    return get_backbone(default_architecture(task)["backbone"]).reads_units is not None
+
+
 def fine_tune_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False) -> list:
     """Fine-tunes (or reuses) each demo task's bundled model on the dataset's own images,
     ``seconds`` each on average, as model ``<task>_tuned``; returns their ModelInfo."""
@@ -222,7 +230,12 @@ def fine_tune_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = F
             print(f"reusing model {key!r} (pass --retrain to fine-tune it again)")
         else:
             budget = seconds * DEMO_BUDGET_SHARE[task]
-            print(f"fine-tuning {task!r} on this dataset for up to {budget:.0f} s ...", flush=True)
+            doing = (
+                f"measuring {task!r} on this dataset (a fixed reader: nothing to fine-tune)"
+                if _bundled_reads_units(task)
+                else f"fine-tuning {task!r} on this dataset for up to {budget:.0f} s ..."
+            )
+            print(doing, flush=True)
             sdk.train(
                 dataset, task=task, key=key, init="default", max_seconds=budget, overwrite=True
             )
