@@ -712,5 +712,12 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
             assert unscored_dataset.count(task) == len(unscored_dataset), task
         description = unscored_dataset.get_field("blur").description
         assert f"bundled default model v{DEFAULT_MODELS_VERSION}" in description
+        # the tilt model writes its confidence: its actions get a slider for it
+        shown = re.compile("^(" + "|".join(t for t in default_tasks() if t != "rotation") + ")$")
+        page.locator("[role=combobox]", has_text=shown).first.click()
+        page.locator("[role=option]", has_text=re.compile("^rotation$")).first.click()
+        label = "Only samples read with rotation_confidence"
+        page.get_by_text(label).first.wait_for(timeout=30000)
+        assert app.slider(label).bounding_box()["width"] > 300
     finally:
         context.close()
