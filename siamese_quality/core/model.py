@@ -623,8 +623,11 @@ class LinesOrEdgesNet(nn.Module):
     def readings(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) 0-255 levels -> (N, 2): tilt in degrees, the lines' confidence."""
         lines = self.lines.readings(x)
-        edges = (self.edges(x)[:, 0] * EDGE_READING_DEGREES).clamp(*LINE_TILT_SPAN)
-        tilt = torch.where(lines[:, 1] >= LINES_SURE, lines[:, 0], edges)
+        tilt = lines[:, 0].clone()
+        unsure = lines[:, 1] < LINES_SURE  # only these need the edges' reading
+        if unsure.any():
+            edges = self.edges(x[unsure])[:, 0] * EDGE_READING_DEGREES
+            tilt[unsure] = edges.clamp(*LINE_TILT_SPAN)
         return torch.stack([tilt, lines[:, 1]], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
