@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 from siamese_quality.core.baselines import mean_hsv_value, tonal_reach
 from siamese_quality.core.degradations import exposure_gain, exposure_gamma
 from siamese_quality.core.distortions import get_distortion
+from siamese_quality.core.errors import InvalidOption
 from siamese_quality.core.evaluation import EvaluationSet, evaluate_model, magnitude_grid
 from siamese_quality.core.images import load_image
 from siamese_quality.core.model import EdgeSpreadNet, PixelGridNet, QualityBranch, TonalReachNet
@@ -309,6 +310,16 @@ def test_training_skips_unreadable_images_and_stops_when_too_few_remain(tmp_path
     assert len(model.training["roles"]["train"]) == 1
     with pytest.raises(ValueError, match="Too few readable images.*1 of 3 could be read"):
         train_pretext_model([good[0], str(broken), str(tmp_path / "missing.png")], config)
+
+
+def test_pretrained_weights_are_refused_up_front_for_backbones_that_have_none():
+    """Before any image is read, and saying where such weights do load."""
+    for task, why in (("rotation", "a fixed reader"), ("blur", "trains from scratch")):
+        with pytest.raises(InvalidOption, match=why) as refused:
+            TrainingConfig(task=task, pretrained=True).validate()
+        assert refused.value.option == "pretrained"
+        assert "load into: resnet18, mobilenet_v3_small" in str(refused.value)
+    TrainingConfig(task="rotation", backbone="resnet18", pretrained=True).validate()
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_small"])

@@ -817,6 +817,8 @@ class BackboneSpec:
             flatten a reading that was right
         working_resolution: the view size the backbone reads best at, used when the
             user gives none (before the task's own default)
+        pretrained_weights: ``pretrained`` (torchvision's weights, or a file) can load
+            into it
     """
 
     name: str
@@ -829,6 +831,7 @@ class BackboneSpec:
     confidence: bool = False
     reads_units: tuple[float, float] | None = None
     working_resolution: int | None = None
+    pretrained_weights: bool = False
 
 
 def _from_scratch(
@@ -904,7 +907,12 @@ _FIXED_TILT = {
     "working_resolution": 256,
     **_RAW,
 }
-_IMAGENET = {"mean": _IMAGENET_MEAN, "std": _IMAGENET_STD, "channels_last": True}
+_IMAGENET = {
+    "mean": _IMAGENET_MEAN,
+    "std": _IMAGENET_STD,
+    "channels_last": True,
+    "pretrained_weights": True,
+}
 
 
 def _scratch(name: str, module: type[nn.Module], **options) -> BackboneSpec:

@@ -138,10 +138,7 @@ class TrainingConfig:
                         f"init='default' keeps the bundled {c.task} model's {name} "
                         f"({value!r}); got {getattr(c, name)!r}",
                     )
-        if c.backbone not in BACKBONES:
-            raise InvalidOption(
-                "backbone", f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}"
-            )
+        self._validate_backbone(c)
         if not isinstance(c.working_resolution, int) or c.working_resolution < 32:
             raise InvalidOption(
                 "working_resolution",
@@ -169,6 +166,22 @@ class TrainingConfig:
             if not 0 < getattr(c, name) < 0.5:
                 raise InvalidOption(name, f"{name} must be in (0, 0.5), got {getattr(c, name)!r}")
         self._validate_patches_and_rate(c)
+
+    @staticmethod
+    def _validate_backbone(c: TrainingConfig) -> None:
+        if c.backbone not in BACKBONES:
+            raise InvalidOption(
+                "backbone", f"backbone: unknown {c.backbone!r}; available: {', '.join(BACKBONES)}"
+            )
+        spec = get_backbone(c.backbone)
+        if c.pretrained and not spec.pretrained_weights:
+            loads = ", ".join(b for b in BACKBONES if get_backbone(b).pretrained_weights)
+            why = "a fixed reader: nothing trains" if spec.reads_units else "it trains from scratch"
+            raise InvalidOption(
+                "pretrained",
+                f"backbone {c.backbone!r} has no pretrained weights ({why}); "
+                f"pretrained weights load into: {loads}",
+            )
 
     @staticmethod
     def _validate_patches_and_rate(c: TrainingConfig) -> None:
