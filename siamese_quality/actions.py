@@ -15,6 +15,7 @@ from fiftyone import ViewField as F
 from . import runs
 from .core.errors import InvalidOption
 from .core.severity import severity_rule
+from .registry import confidence_field
 
 
 def _field_distortion(samples, field: str) -> dict | None:
@@ -59,11 +60,6 @@ def _sorted_by_severity(samples, field: str, worst_first: bool = True) -> fo.Dat
         )
         return samples.sort_by(field, reverse=worst_first == larger_is_worse)
     return samples.sort_by(severity(samples, field), reverse=worst_first)
-
-
-def confidence_field(field: str) -> str:
-    """Where a model that tells how sure it is (rotation) writes that, beside ``field``."""
-    return f"{field}_confidence"
 
 
 def check_min_confidence(samples, field: str, min_confidence: float | None) -> None:

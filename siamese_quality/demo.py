@@ -209,18 +209,11 @@ def clear_replaced_demo_models(dataset: fo.Dataset) -> list[str]:
     return old
 
 
-def _bundled_reads_units(task: str) -> bool:
-    """Whether the bundled model of ``task`` is a fixed reader, which trains nothing."""
-    from siamese_quality.core.defaults import default_architecture
-    from siamese_quality.core.model import get_backbone
-
-    return get_backbone(default_architecture(task)["backbone"]).reads_units is not None
-
-
 def fine_tune_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = False) -> list:
     """Fine-tunes (or reuses) each demo task's bundled model on the dataset's own images,
     ``seconds`` each on average, as model ``<task>_tuned``; returns their ModelInfo."""
     from siamese_quality import runs, sdk
+    from siamese_quality.core.training import TrainingConfig
 
     existing = runs.list_model_keys(dataset)
     infos = []
@@ -232,7 +225,7 @@ def fine_tune_demo_models(dataset: fo.Dataset, seconds: float, retrain: bool = F
             budget = seconds * DEMO_BUDGET_SHARE[task]
             doing = (
                 f"measuring {task!r} on this dataset (a fixed reader: nothing to fine-tune)"
-                if _bundled_reads_units(task)
+                if TrainingConfig(task=task, init="default").reads_units
                 else f"fine-tuning {task!r} on this dataset for up to {budget:.0f} s ..."
             )
             print(doing, flush=True)

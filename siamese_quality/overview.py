@@ -35,7 +35,7 @@ from scipy.stats import rankdata
 from . import runs
 from .core.errors import InvalidOption
 from .core.severity import relative_severity
-from .registry import model_fields, require_images, root_dataset, value_field
+from .registry import confidence_field, model_fields, require_images, root_dataset, value_field
 
 DEFAULT_FIELD = "quality"
 # the field info that marks a field as this module's (written by summarize)
@@ -90,7 +90,7 @@ def scored_models(samples, keys: Sequence[str] | None = None) -> list[ScoredMode
         field = value_field(model_fields(dataset, key))
         config = runs.model_config(dataset, key)
         if field and dataset.has_field(field) and config.distortion:
-            confidence = f"{field}_confidence"
+            confidence = confidence_field(field)
             sure = confidence if config.confidence and dataset.has_field(confidence) else None
             found.append(ScoredModel(key, field, config.distortion, sure))
         elif keys is not None:

@@ -54,6 +54,11 @@ class ModelInfo:
         return asdict(self)
 
 
+def confidence_field(field: str) -> str:
+    """Where a model that tells how sure it is (rotation) writes that, beside ``field``."""
+    return f"{field}_confidence"
+
+
 def value_field(fields: list[str]) -> str | None:
     """The calibrated field among a model's recorded fields, or None."""
     suffixes = ("_raw", "_fingerprint", "_patches", "_heatmap")

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import runs
 from .core.texts import describe
-from .registry import load_model, require_images, root_dataset
+from .registry import confidence_field, load_model, require_images, root_dataset
 
 if TYPE_CHECKING:
     from .core.pretext_model import PretextModel
@@ -391,7 +391,7 @@ def _sample_values(plan: ScoringPlan, batch, position: int) -> dict[str, object]
         values[name] = float(batch.calibrated[key][position])
         values[f"{name}_raw"] = float(batch.raw[key][position])
         if key in batch.confidence:
-            values[f"{name}_confidence"] = round(float(batch.confidence[key][position]), 4)
+            values[confidence_field(name)] = round(float(batch.confidence[key][position]), 4)
         if key in batch.patches:
             grid = plan.models[key].calibrated(batch.patches[key][position])
             values[f"{name}_patches"] = np.round(grid, 4).tolist()

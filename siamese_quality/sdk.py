@@ -152,7 +152,6 @@ def train(
     Returns:
         the :class:`ModelInfo`, including held-out metrics and the baseline's
     """
-    from .core.model import get_backbone
     from .core.training import train_pretext_model
 
     dataset = root_dataset(samples)
@@ -166,8 +165,7 @@ def train(
     path = new_weights_path(dataset, key)
     checkpoint = os.path.join(os.path.dirname(path), "checkpoint.pt")
     # a fixed reader (rotation's default) trains nothing: no budget bar stuck at 0 %
-    fixed = get_backbone(config.resolved().backbone).reads_units is not None
-    show_bar = (progress is None or progress is True) and not fixed
+    show_bar = (progress is None or progress is True) and not config.reads_units
     with fou.ProgressBar(total=100, progress=show_bar, iters_str="% of budget") as bar:
 
         def report(record: dict) -> None:

@@ -158,9 +158,9 @@ def image_dataset(dataset_factory, tmp_path):
     return ds
 
 
-def form_errors(operator_name: str, dataset, params: dict) -> str:
-    """The error messages an operator's form shows for ``params`` (joined), as the App
-    would get them from ``resolve_input``."""
+def resolved_form(operator_name: str, dataset, params: dict) -> dict:
+    """The form an operator shows for ``params``, as the App gets it from
+    ``resolve_input``."""
     import fiftyone.operators as foo
     from fiftyone.operators.executor import ExecutionContext
 
@@ -168,7 +168,12 @@ def form_errors(operator_name: str, dataset, params: dict) -> str:
 
     operator = foo.get_operator(f"{PLUGIN_NAME}/{operator_name}")
     ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
-    form = operator.resolve_input(ctx).to_json()
+    return operator.resolve_input(ctx).to_json()
+
+
+def form_errors(operator_name: str, dataset, params: dict) -> str:
+    """The error messages an operator's form shows for ``params`` (joined)."""
+    form = resolved_form(operator_name, dataset, params)
     errors = []
 
     def walk(node):

@@ -12,6 +12,7 @@ import fiftyone.operators as foo
 import numpy as np
 import pytest
 from bson import ObjectId
+from conftest import form_errors, resolved_form
 from fiftyone.operators.delegated import DelegatedOperationService
 
 import siamese_quality as sq
@@ -79,11 +80,7 @@ def test_score_operator_immediate_writes_fields_and_reloads(image_dataset, tiny_
 
 
 def form_json(dataset, name: str, params: dict) -> str:
-    """The form an operator shows for ``params``, as the App gets it."""
-    from fiftyone.operators.executor import ExecutionContext
-
-    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
-    return json.dumps(foo.get_operator(_uri(name)).resolve_input(ctx).to_json())
+    return json.dumps(resolved_form(name, dataset, params))
 
 
 def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
@@ -110,7 +107,7 @@ def test_quality_actions_offer_a_minimum_confidence_where_the_model_tells_one(im
         assert "min_confidence" in form_json(image_dataset, name, {"field": "rotation"})
         assert "min_confidence" not in form_json(image_dataset, name, {"field": "rotation_raw"})
     unsure = {"field": "rotation", "min_confidence": 2.0}
-    assert "between 0 and 1" in form_json(image_dataset, "filter_by_quality", unsure)
+    assert "between 0 and 1" in form_errors("filter_by_quality", image_dataset, unsure)
     image_dataset.set_values("rotation_confidence", [0.9] * 6 + [0.1] * 6)
     result = foo.execute_operator(
         _uri("sort_by_quality"),

@@ -174,7 +174,8 @@ def field_picker(ctx, inputs) -> str | None:
 def confidence_input(ctx, inputs, field: str) -> None:
     """For a field whose model tells how sure it is (rotation), an optional minimum
     confidence: the action then keeps only the samples read at least that surely."""
-    from siamese_quality.actions import check_min_confidence, confidence_field
+    from siamese_quality.actions import check_min_confidence
+    from siamese_quality.registry import confidence_field
 
     if ctx.dataset is None or not ctx.dataset.has_field(confidence_field(field)):
         return

@@ -297,7 +297,7 @@ class QualityPanel(foo.Panel):
         what the browser holds, and a model's shorter traces kept another's extra points.
         """
         from siamese_quality.app.overview_section import model_rows
-        from siamese_quality.registry import model_info
+        from siamese_quality.registry import confidence_field, model_info
 
         self._forget_drawn_traces(ctx, CHARTS)
         ctx.panel.state.overview_rows = model_rows(ctx.dataset) if ctx.dataset else []
@@ -317,8 +317,6 @@ class QualityPanel(foo.Panel):
         heatmap = f"{field}_heatmap" if field else None
         ctx.panel.state.heatmap = heatmap if heatmap and ctx.dataset.has_field(heatmap) else None
         ctx.panel.state.local = info.view.get("kind") == "patches"
-        from siamese_quality.actions import confidence_field
-
         ctx.panel.state.sure = bool(field) and ctx.dataset.has_field(confidence_field(field))
         ctx.panel.state.signature = self._signature(ctx)
         ctx.ops.set_panel_data(
@@ -773,12 +771,15 @@ class QualityPanel(foo.Panel):
             ),
         )
         if ctx.panel.state.sure:
+            from siamese_quality.registry import confidence_field
+
+            sure_field = confidence_field(ctx.panel.state.field)
             panel.float(
                 "min_confidence",
                 default=0.0,
                 min=0.0,
                 max=1.0,
-                label=f"Only samples read with {ctx.panel.state.field}_confidence at least "
+                label=f"Only samples read with {sure_field} at least "
                 "(0: all; 0.5 keeps tilts read off long lines that agree)",
                 view=types.SliderView(
                     label_position="top",

@@ -114,6 +114,11 @@ class TrainingConfig:
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return replace(self, **changes)
 
+    @property
+    def reads_units(self) -> bool:
+        """Whether the resolved backbone is a fixed reader of the unit: nothing trains."""
+        return get_backbone(self.resolved().backbone).reads_units is not None
+
     def view(self) -> View:
         """The view the model reads (see :mod:`siamese_quality.views`)."""
         c = self.resolved()
@@ -696,13 +701,14 @@ def _against_the_start(
     kept_start = run.best["step"] == 0
     start_metrics = start.evaluation.get("metrics", {})
     metrics = model.evaluation.get("metrics", {})
-    message = fine_tuning_message(
-        confidence, run.best["step"], start_metrics.get("spearman"), metrics.get("spearman")
-    )
     if run.stop_reason == "reads_units":
         message = (
             "the bundled reader is fixed (it reads the unit itself, nothing trains): kept "
             "as it is, measured on these held-out images"
+        )
+    else:
+        message = fine_tuning_message(
+            confidence, run.best["step"], start_metrics.get("spearman"), metrics.get("spearman")
         )
     return {
         "from": f"bundled default model v{version}",
