@@ -92,7 +92,8 @@ def build(task: str, photos: list[str], out: str, seed: int = 0) -> dict:
 def carry_over(task: str, out: str) -> None:
     """Keeps a bundled model that is not rebuilt, stamped with the current version: the
     same weights and calibration, a new record of the version (so its sha256 changes),
-    its view reading the spectral readers its distortion reads today (blur)."""
+    its view reading the spectral readers (blur) and the file's encoding (JPEG) that its
+    distortion reads today."""
     from dataclasses import replace
 
     from siamese_quality.core.cepstrum import SPECTRAL_READERS
@@ -107,6 +108,8 @@ def carry_over(task: str, out: str) -> None:
         stamp["version"] = DEFAULT_MODELS_VERSION
         if model.distortion.reads_spectral_blur:
             model.view = replace(model.view, spectral_blur=SPECTRAL_READERS)
+        if model.distortion.reads_encoded_quality:
+            model.view = replace(model.view, encoded_quality=True)
         model.save(path)
         print(f"  {task}: carried over to version {DEFAULT_MODELS_VERSION}", flush=True)
 

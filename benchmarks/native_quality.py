@@ -171,12 +171,13 @@ def family_points(records: list[dict], family: Family, column: str) -> tuple[lis
     return [np.nan if v is None else v for v in values], truth
 
 
-def units_error(records: list[dict], family: Family) -> float | None:
+def units_error(records: list[dict], family: Family, column: str | None = None) -> float | None:
+    column = column or family.task
     floor = UNITS_FLOOR[family.task]
     errors = [
-        abs(math.log(max(r[family.task], floor) / r["magnitude"]))
+        abs(math.log(max(r[column], floor) / r["magnitude"]))
         for r in records
-        if r["family"] == family.name and r[family.task] is not None
+        if r["family"] == family.name and r.get(column) is not None
     ]
     return float(np.median(errors)) if errors else None
 
@@ -200,6 +201,13 @@ def measure(records: list[dict], families: list[Family], tasks: list[str]) -> li
             row["spearman"] = _spearman(values, truth)
             row["baseline_spearman"] = _spearman(base, truth)
             row["units_error"] = units_error(records, family) if family.units else None
+            pixels = f"{family.task}_pixels"  # a model that also reads the file's encoding
+            if any(pixels in r for r in records):
+                alone, _ = family_points(records, family, pixels)
+                row["pixels_spearman"] = _spearman(alone, truth)
+                row["pixels_units_error"] = (
+                    units_error(records, family, pixels) if family.units else None
+                )
         for other in tasks:
             if other != family.task:
                 v, t = family_points(records, family, other)
@@ -261,6 +269,7 @@ def score_fold(fold, seed, train, records, tasks, args, models="trained") -> lis
         for name, column in zip(read, columns, strict=True):
             for i, value in zip(indices, column, strict=True):
                 scored[i][name] = value
+        add_pixels_alone(test, tasks, scored)
         print(
             f"    scored {len(records)} files with {len(tasks)} models in {score_seconds:.0f} s",
             flush=True,
@@ -268,6 +277,22 @@ def score_fold(fold, seed, train, records, tasks, args, models="trained") -> lis
         return scored, timings
     finally:
         dataset.delete()
+
+
+def add_pixels_alone(test, tasks: list[str], scored: list[dict]) -> None:
+    """For models that also read how a file was encoded (JPEG's tables): their pixels'
+    reading alone, ``<task>_pixels``, the calibrated branch score, beside the field."""
+    from siamese_quality.registry import load_model
+
+    for task in tasks:
+        model = load_model(test, task)
+        if not model.view.encoded_quality:
+            continue
+        indices, raw = test.values(["index", f"{task}_raw"])
+        readable = [(i, r) for i, r in zip(indices, raw, strict=True) if r is not None]
+        values = model.calibrated(np.array([r for _, r in readable], dtype=np.float64))
+        for (i, _), value in zip(readable, values, strict=True):
+            scored[i][f"{task}_pixels"] = float(value)
 
 
 def _compact(fold: int, seed: int, record: dict) -> dict:
@@ -321,6 +346,7 @@ def print_summary(rows: list[dict], tasks: list[str]) -> None:
             )
         )
     print_table(header, lines)
+    print_pixels_alone(rows)
     print("\nSpecificity: mean |Spearman| of each model's field against each family's damage")
     families = list(dict.fromkeys(r["family"] for r in rows))
     header = ("model", *families)
@@ -336,6 +362,33 @@ def print_summary(rows: list[dict], tasks: list[str]) -> None:
             values = [v for v in values if v is not None]
             line.append(f"{np.mean(values):.2f}" if values else "-")
         lines.append(tuple(line))
+    print_table(header, lines)
+
+
+def print_pixels_alone(rows: list[dict]) -> None:
+    """Models that also read the file's encoding: the field beside the pixels alone."""
+    families = [f for f in dict.fromkeys(r["family"] for r in rows if "pixels_spearman" in r)]
+    if not families:
+        return
+    print("\nFields that also read how the file was saved (JPEG tables), beside the pixels alone")
+    lines = []
+    for family in families:
+        runs = [r for r in rows if r["family"] == family]
+
+        def mean(key: str, runs=runs) -> float | None:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            return float(np.mean(values)) if values else None
+
+        lines.append(
+            (
+                family,
+                _fmt(mean("spearman")),
+                _fmt(mean("pixels_spearman")),
+                _fmt(mean("units_error"), 2),
+                _fmt(mean("pixels_units_error"), 2),
+            )
+        )
+    header = ("family", "field Spearman", "pixels alone", "field units error", "pixels alone")
     print_table(header, lines)
 
 
@@ -491,10 +544,16 @@ def main(argv: list[str] | None = None) -> None:
                         **row,
                     }
                 )
+                alone = (
+                    f"; pixels alone {_fmt(row['pixels_spearman'])}, units "
+                    f"{_fmt(row['pixels_units_error'], 2)}"
+                    if "pixels_spearman" in row
+                    else ""
+                )
                 print(
                     f"  fold {fold} seed {seed} {source} {row['family']}: Spearman "
                     f"{_fmt(row['spearman'])} (baseline {_fmt(row['baseline_spearman'])}), "
-                    f"units {_fmt(row['units_error'], 2)}",
+                    f"units {_fmt(row['units_error'], 2)}{alone}",
                     flush=True,
                 )
             if args.json:

@@ -31,7 +31,10 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # 7: rotation reads degrees without training: the lines where they are sure, the edge
 # histogram's classical reading elsewhere (backbone "lines_or_edges"); writes
 # rotation_confidence; the other six carried over from 6
-DEFAULT_MODELS_VERSION = "7"
+# 8: JPEG reads the quality a JPEG file's tables say, unless its pixels show far more
+# compression (its view's "encoded_quality"; the same weights); all seven carried over
+# from 7
+DEFAULT_MODELS_VERSION = "8"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
 

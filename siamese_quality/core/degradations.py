@@ -36,6 +36,9 @@ class Family:
         units: whether the model's field should equal the magnitude (units error)
         sign: +1 when the model's field grows with the magnitude, -1 when it falls
         suffix: file format of the damaged copy (JPEG quality must be the file's own)
+        saved_quality: for a ``.jpg`` suffix, the quality the damaged pixels are saved
+            at (a camera saves its noise; a photo is saved again); None: the magnitude
+            is the quality, and the save is the damage
     """
 
     name: str
@@ -46,6 +49,7 @@ class Family:
     units: bool = False
     suffix: str = ".png"
     description: str = ""
+    saved_quality: float | None = None
 
 
 def _clip(image: np.ndarray) -> np.ndarray:
@@ -213,6 +217,28 @@ FAMILIES: tuple[Family, ...] = (
         description="OpenCV quality",
     ),
     Family(
+        "jpeg saved again",
+        "jpeg",
+        (5, 10, 15, 25, 40, 60),
+        100,
+        jpeg,
+        units=True,
+        suffix=".jpg",
+        saved_quality=95,
+        description="OpenCV quality of a first save, then saved again at 95",
+    ),
+    Family(
+        "noise saved as jpeg",
+        "noise",
+        (2, 4, 8, 12, 20, 32),
+        0,
+        gaussian_noise,
+        units=True,
+        suffix=".jpg",
+        saved_quality=95,
+        description="sigma 0-255 (NumPy), then saved by OpenCV at quality 95",
+    ),
+    Family(
         "pixelation",
         "pixelation",
         (1.5, 2, 3, 4, 6, 8),
@@ -261,9 +287,12 @@ def write_damaged_copy(
 ) -> None:
     """Writes ``pixels`` (uint8 RGB) damaged by ``family`` at ``magnitude`` to ``path``,
     through a partial file. JPEG damage is the file's own encoding (its quality is the
-    file's), everything else a PNG."""
+    file's); a family with ``saved_quality`` is damaged, then saved as a JPEG at it;
+    everything else is a PNG."""
     partial = f"{path}.partial"
     if family.suffix == ".jpg":
+        if family.saved_quality is not None:
+            pixels, magnitude = family.degrade(pixels, float(magnitude), rng), family.saved_quality
         with open(partial, "wb") as f:
             f.write(jpeg_bytes(pixels, magnitude))
     else:

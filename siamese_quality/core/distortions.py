@@ -89,6 +89,9 @@ class Distortion:
         reads_spectral_blur: local only: an image's value also reads the camera shake,
             defocus and round blur its whole spectrum shows (blur;
             :mod:`~siamese_quality.core.cepstrum`)
+        reads_encoded_quality: local only: where the stored file says how it was
+            compressed (a JPEG's quantization tables), an image's value reads that
+            (JPEG; :mod:`~siamese_quality.core.encoding`)
         supersample: global only: the distortion is rendered at this multiple of the
             working resolution and downsampled, so resampling itself leaves no trace
         input_crop: global only: the centre fraction of the working-resolution image
@@ -132,6 +135,7 @@ class Distortion:
     patch_quantile: float = 0.5
     min_patch_structure: float = 0.0
     reads_spectral_blur: bool = False
+    reads_encoded_quality: bool = False
     supersample: int = 1
     input_crop: float = 1.0
     invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
@@ -200,6 +204,7 @@ class Distortion:
             "module": self.home,
             "min_patch_structure": self.min_patch_structure,
             "reads_spectral_blur": self.reads_spectral_blur,
+            "reads_encoded_quality": self.reads_encoded_quality,
             "supersample": self.supersample,
             "input_crop": self.input_crop,
             "spacing": self.spacing,
@@ -233,6 +238,8 @@ def register_distortion(distortion: Distortion, overwrite: bool = False) -> Dist
         raise ValueError(f"{distortion.name}: patch_quantile must lie within [0, 1]")
     if distortion.reads_spectral_blur and not distortion.local:
         raise ValueError(f"{distortion.name}: only a local distortion reads spectral blur")
+    if distortion.reads_encoded_quality and not distortion.local:
+        raise ValueError(f"{distortion.name}: only a local distortion reads how a file is encoded")
     if distortion.home is None:
         warnings.warn(
             f"distortion {distortion.name!r} is defined in __main__: only this process can "
@@ -788,6 +795,8 @@ register_distortion(
         local=True,
         patch_quantile=0.25,
         min_patch_structure=FLAT_PATCH_STD,
+        # a JPEG file's tables say its quality exactly (the pixels where they show more)
+        reads_encoded_quality=True,
         training_defaults=_LOCAL_DEFAULTS,
         description="JPEG compression as encoded in the file; 100 means uncompressed",
     )

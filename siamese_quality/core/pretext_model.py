@@ -16,6 +16,7 @@ import torch
 from .calibration import MonotoneCalibration
 from .cepstrum import combined_width
 from .distortions import Distortion, get_distortion
+from .encoding import encoded_or_seen
 from .images import ImageFile, ImageSource
 from .model import QualityBranch, get_backbone
 from .views import View, branch_scores, view_from_dict
@@ -142,18 +143,25 @@ class PretextModel:
         return None if values is None else values.view(n, count).mean(1).numpy().astype(float)
 
     def calibrated(
-        self, raw: Sequence[float] | np.ndarray, spectral_widths: np.ndarray | None = None
+        self,
+        raw: Sequence[float] | np.ndarray,
+        spectral_widths: np.ndarray | None = None,
+        encoded_quality: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Raw scores -> magnitudes in the distortion's unit; given the images' spectral
-        blur widths ((N, 2), ``PatchView.spectral_blur_widths``), combined with them where
-        the view reads them (``cepstrum.combined_width``)."""
+        """Raw scores -> magnitudes in the distortion's unit. Where the view reads them,
+        combined with the images' spectral blur widths ((N, 2),
+        ``PatchView.spectral_blur_widths``; ``cepstrum.combined_width``) and with the
+        quality their files were saved at ((N,), NaN for none,
+        ``PatchView.encoded_quality_of``; ``encoding.encoded_or_seen``)."""
         if self.calibration is None or not self.calibration.is_fitted:
             raise RuntimeError(f"model {self.task!r} has no calibration")
         values = self.calibration.predict(raw)
-        if spectral_widths is None or not self.reads_spectral_blur:
-            return values
-        combined = combined_width(values, spectral_widths, self.view.spectral_blur)
-        return combined.astype(values.dtype)
+        if spectral_widths is not None and self.reads_spectral_blur:
+            combined = combined_width(values, spectral_widths, self.view.spectral_blur)
+            values = combined.astype(values.dtype)
+        if encoded_quality is not None and self.view.encoded_quality:
+            values = encoded_or_seen(values, encoded_quality).astype(values.dtype)
+        return values
 
     @property
     def reads_spectral_blur(self) -> bool:
@@ -162,14 +170,19 @@ class PretextModel:
 
     def score_images(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated magnitudes, raw scores) for image files or arrays."""
-        prepared, spectral = [], []
+        prepared, spectral, encoded = [], [], []
         for source in sources:
             image = ImageFile(source)  # one decode for the patches and the cepstrum
             prepared.append(self.prepare(image))
             if self.reads_spectral_blur:
                 spectral.append(self.view.spectral_blur_widths(image))
+            if self.view.encoded_quality:
+                encoded.append(self.view.encoded_quality_of(image))
         raw = self.raw_scores(torch.stack(prepared))
-        return self.calibrated(raw, np.array(spectral) if spectral else None), raw
+        values = self.calibrated(
+            raw, np.array(spectral) if spectral else None, np.array(encoded) if encoded else None
+        )
+        return values, raw
 
     # --- persistence -------------------------------------------------------------------
 

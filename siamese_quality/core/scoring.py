@@ -8,6 +8,7 @@ alone or with others: a file gets the same values either way.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[str], views: Sequence[View]):
         self.paths = list(paths)
         self.views = list(dict.fromkeys(view.pixels for view in views))
-        # one cepstrum per image serves every view that reads it
+        # one cepstrum per image serves every view that reads it; the same for the tables
         self.spectral_view = next((v for v in views if v.spectral_blur), None)
+        self.encoded_view = next((v for v in views if v.encoded_quality), None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,7 +63,9 @@ class ImageFiles(torch.utils.data.Dataset):
             }
             view = self.spectral_view
             spectral = view.spectral_blur_widths(image) if view else NOTHING_READ.widths
-            return index, (prepared, grids, structures, spectral), None
+            view = self.encoded_view
+            encoded = view.encoded_quality_of(image) if view else math.nan
+            return index, (prepared, grids, structures, spectral, encoded), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}
         except Exception as e:  # anything else a broken file can raise in a decoder
@@ -80,6 +84,8 @@ class _LoadedBatch:
     failures: list[dict]  # {"index", "kind", "message"}
     # per readable file: its spectral blur widths, px (SpectralBlur.widths), (n, 2)
     spectral: np.ndarray
+    # per readable file: the JPEG quality its tables say, NaN for none (n,)
+    encoded: np.ndarray
 
     def __len__(self) -> int:
         return len(self.indices) + len(self.failures)
@@ -95,10 +101,11 @@ def collate_images(items, stack=torch.utils.data.default_collate) -> _LoadedBatc
     return _LoadedBatch(
         indices=[index for index, _, failure in items if failure is None],
         images={view: stack([prepared[view] for prepared, *_ in ok]) for view in views},
-        structures={view: stack([s[view] for _, _, s, _ in ok]) for view in views},
+        structures={view: stack([s[view] for _, _, s, *_ in ok]) for view in views},
         grids=[grids for _, grids, *_ in ok],
         failures=[{"index": index, **failure} for index, _, failure in items if failure],
-        spectral=np.array([spectral for *_, spectral in ok], dtype=np.float64).reshape(-1, 2),
+        spectral=np.array([item[3] for item in ok], dtype=np.float64).reshape(-1, 2),
+        encoded=np.array([item[4] for item in ok], dtype=np.float64),
     )
 
 
@@ -119,7 +126,7 @@ def score_loaded(batch: _LoadedBatch, models: dict[str, PretextModel]) -> Scored
         scores = model.patch_scores(batch.images[pixels])
         structure = batch.structures[pixels]
         raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
-        calibrated[name] = model.calibrated(raw[name], batch.spectral)
+        calibrated[name] = model.calibrated(raw[name], batch.spectral, batch.encoded)
         if model.view.kind == "patches":
             patches[name] = [
                 row.reshape(grids[pixels]) for row, grids in zip(scores, batch.grids, strict=True)

@@ -16,10 +16,16 @@ def describe(view) -> str:
     dict a run record stores)."""
     view = view if isinstance(view, dict) else view.to_dict()
     if view.get("kind") == "patches":
-        return (
+        text = (
             f"read in the image's own pixels from {view['count']} patches of {view['size']} px "
             f"spread over it ({view['quantile']:.0%} quantile of the patch scores)"
         )
+        if view.get("encoded_quality"):
+            text += (
+                "; a JPEG file reads the quality its tables say, unless its pixels read "
+                "under half of it"
+            )
+        return text
     return f"read from the whole image resized to {view['resolution']} px (shorter side)"
 
 

@@ -17,7 +17,8 @@ several) all prepare images here, so a magnitude means the same thing in each.
   measurements beside the branch's, combined into the image's value
   (``cepstrum.combined_width``).
   It needs the whole image, so it reads stored images only; training and held-out copies
-  (rendered patches) measure the branch alone.
+  (rendered patches) measure the branch alone. A view with ``encoded_quality`` (JPEG)
+  likewise reads the quality a JPEG file's tables say (:mod:`~siamese_quality.core.encoding`).
 
 A view renders a distortion the way the image itself would get it: a patch view
 distorts each patch with ``margin`` px of its surroundings and keeps the centre, so a
@@ -36,6 +37,7 @@ import torch.nn.functional as nnf
 
 from .cepstrum import NOTHING_READ, SPECTRAL_READERS, read_spectral_blur
 from .distortions import Distortion
+from .encoding import jpeg_quality
 from .images import ImageFile, center_crop
 
 # JPEG's largest block (a 4:2:0 colour block covers 16 x 16 px): patch corners sit on it
@@ -94,6 +96,7 @@ class WholeView:
     crop: float = 1.0
     kind = "whole"
     spectral_blur = 0  # needs the stored image's pixels: patch views only
+    encoded_quality = False  # a quality of compression: patch views only
 
     @property
     def input_size(self) -> int:
@@ -164,6 +167,8 @@ class PatchView:
         spectral_blur: which of the whole image's spectral blur readings its value
             also reads (:meth:`spectral_blur_widths`, ``cepstrum.combined_width``): 0
             none, 1 the cepstrum's camera shake and defocus, 2 also the round blur
+        encoded_quality: its value also reads how the stored file was compressed
+            (:meth:`encoded_quality_of`: a JPEG's quantization tables)
     """
 
     size: int = 64
@@ -172,6 +177,7 @@ class PatchView:
     min_structure: float = 0.0
     margin: int = 32
     spectral_blur: int = 0
+    encoded_quality: bool = False
     kind = "patches"
 
     @property
@@ -182,7 +188,9 @@ class PatchView:
     def pixels(self) -> PatchView:
         """The view without how it aggregates: models that differ only there (blur,
         noise, JPEG) share one prepared copy of each image's patches."""
-        return replace(self, quantile=0.5, min_structure=0.0, spectral_blur=0)
+        return replace(
+            self, quantile=0.5, min_structure=0.0, spectral_blur=0, encoded_quality=False
+        )
 
     @property
     def tile_size(self) -> int:
@@ -309,6 +317,11 @@ class PatchView:
             return NOTHING_READ.widths
         return read_spectral_blur(image.native_tensor()).widths
 
+    def encoded_quality_of(self, image: ImageFile) -> float:
+        """The JPEG quality the stored file was saved at (``encoding.jpeg_quality``);
+        NaN when it is not a JPEG file or the view does not read it."""
+        return jpeg_quality(image.source) if self.encoded_quality else math.nan
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
 
@@ -342,6 +355,7 @@ def view_for(distortion: Distortion, working_resolution: int, patch_count: int) 
             quantile=distortion.patch_quantile,
             min_structure=distortion.min_patch_structure,
             spectral_blur=SPECTRAL_READERS if distortion.reads_spectral_blur else 0,
+            encoded_quality=distortion.reads_encoded_quality,
         )
     return WholeView(
         resolution=working_resolution,
