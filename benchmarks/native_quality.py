@@ -367,7 +367,7 @@ def print_summary(rows: list[dict], tasks: list[str]) -> None:
 
 def print_pixels_alone(rows: list[dict]) -> None:
     """Models that also read the file's encoding: the field beside the pixels alone."""
-    families = [f for f in dict.fromkeys(r["family"] for r in rows if "pixels_spearman" in r)]
+    families = list(dict.fromkeys(r["family"] for r in rows if "pixels_spearman" in r))
     if not families:
         return
     print("\nFields that also read how the file was saved (JPEG tables), beside the pixels alone")

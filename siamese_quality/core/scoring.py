@@ -104,8 +104,8 @@ def collate_images(items, stack=torch.utils.data.default_collate) -> _LoadedBatc
         structures={view: stack([s[view] for _, _, s, *_ in ok]) for view in views},
         grids=[grids for _, grids, *_ in ok],
         failures=[{"index": index, **failure} for index, _, failure in items if failure],
-        spectral=np.array([item[3] for item in ok], dtype=np.float64).reshape(-1, 2),
-        encoded=np.array([item[4] for item in ok], dtype=np.float64),
+        spectral=np.array([s for *_, s, _ in ok], dtype=np.float64).reshape(-1, 2),
+        encoded=np.array([quality for *_, quality in ok], dtype=np.float64),
     )
 
 
