@@ -113,6 +113,33 @@ def shot_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
     return _clip(photons + read)
 
 
+def _develop(mosaic: np.ndarray) -> np.ndarray:
+    """A linear RGGB mosaic (0-1) -> sRGB levels (float, 0-255) by OpenCV's demosaicing."""
+    raw = np.round(np.clip(mosaic, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    linear = cv2.cvtColor(raw, cv2.COLOR_BayerBG2RGB).astype(np.float64) / 65535.0
+    return 255.0 * linear ** (1 / 2.2)
+
+
+def demosaiced_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """A camera's noise before its JPEG save: photon and read noise on a Bayer mosaic in
+    linear light, demosaiced by OpenCV (which correlates it between neighbours and
+    channels) and brought back to sRGB (which lifts it in the shadows). Scaled so that
+    its RMS over the photo, against the same mosaic developed without noise, is
+    ``sigma``; the undamaged photo is not developed (the identity is the photo as it is)."""
+    linear = (image / 255.0) ** 2.2
+    mosaic = np.empty(image.shape[:2])
+    # RGGB: red top-left (OpenCV calls this layout BayerBG), green twice, blue bottom-right
+    for (row, column), channel in {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}.items():
+        mosaic[row::2, column::2] = linear[row::2, column::2, channel]
+    unit = rng.standard_normal(mosaic.shape) * np.sqrt(mosaic + 0.002)  # shot + read
+    clean = _develop(mosaic)
+    scale = 0.01
+    for _ in range(2):  # the tone curve bends the RMS: measure it, rescale, once more
+        rms = np.sqrt(np.mean((_develop(mosaic + scale * unit) - clean) ** 2))
+        scale *= sigma / max(rms, 1e-9)
+    return _clip(_develop(mosaic + scale * unit))
+
+
 def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
     """Encoded with OpenCV (:func:`jpeg_bytes`, which damaged files are written as)."""
     encoded = np.frombuffer(jpeg_bytes(image, quality), np.uint8)
@@ -237,6 +264,18 @@ FAMILIES: tuple[Family, ...] = (
         suffix=".jpg",
         saved_quality=95,
         description="sigma 0-255 (NumPy), then saved by OpenCV at quality 95",
+    ),
+    Family(
+        "camera noise",
+        "noise",
+        (2, 4, 8, 12, 20, 32),
+        0,
+        demosaiced_noise,
+        units=True,
+        suffix=".jpg",
+        saved_quality=90,
+        description="RMS sigma 0-255 of shot and read noise on a Bayer mosaic, demosaiced "
+        "(OpenCV), then saved by OpenCV at quality 90",
     ),
     Family(
         "pixelation",
