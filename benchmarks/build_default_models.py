@@ -30,7 +30,7 @@ from native_quality import CACHE, default_photos  # noqa: E402
 
 # Steps per task: at most about two minutes each on 2 CPU cores, as sq.train's default
 # budget (a step's cost differs by task; pixelation and rotation stop earlier, when the
-# checkpoint photos stop improving)
+# checkpoint photos stop improving; noise's two readers take these steps each)
 STEPS = {
     "blur": 600,
     "noise": 1000,
@@ -81,12 +81,15 @@ def build(task: str, photos: list[str], out: str, seed: int = 0) -> dict:
         f"held-out Spearman {metrics.get('spearman', float('nan')):.3f}",
         flush=True,
     )
-    return {
+    entry = {
         "steps": model.training["steps"],
         "held_out_images": model.training.get("held_out_images"),
         "metrics": metrics,
         "baseline": model.evaluation.get("baseline"),
     }
+    if model.jpeg_reader is not None:  # its steps and its held-out metrics
+        entry["jpeg_file_reader"] = model.training["jpeg_file_reader"]
+    return entry
 
 
 def carry_over(task: str, out: str) -> None:

@@ -48,9 +48,13 @@ def _field_descriptions(key: str, model: PretextModel) -> dict[str, str]:
     name = f"siamese_quality model '{key}'" + (
         f" (bundled default model v{version})" if version else ""
     )
+    how = describe(model.view, model.jpeg_reader is not None)
+    raw = f"raw branch score of {name} (larger: larger {model.task} magnitude"
+    if model.jpeg_reader is not None:  # two readers' scores are on two scales
+        raw += "; a JPEG file's from its own reader: compare within one kind of file"
     return {
-        "": f"{model.task} in {model.unit}, {describe(model.view)}; {name}",
-        "_raw": f"raw branch score of {name} (larger: larger {model.task} magnitude)",
+        "": f"{model.task} in {model.unit}, {how}; {name}",
+        "_raw": raw + ")",
         "_fingerprint": "size and modification time of the image file, and the sha256 of "
         f"the weights, when {name} scored it (finds files changed since, and values "
         "written by another model)",
@@ -393,7 +397,7 @@ def _sample_values(plan: ScoringPlan, batch, position: int) -> dict[str, object]
         if key in batch.confidence:
             values[confidence_field(name)] = round(float(batch.confidence[key][position]), 4)
         if key in batch.patches:
-            grid = plan.models[key].calibrated(batch.patches[key][position])
+            grid = batch.patches[key][position]
             values[f"{name}_patches"] = np.round(grid, 4).tolist()
             if plan.heatmaps:
                 values[f"{name}_heatmap"] = fo.Heatmap(

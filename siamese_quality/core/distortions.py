@@ -92,6 +92,11 @@ class Distortion:
         reads_encoded_quality: local only: where the stored file says how it was
             compressed (a JPEG's quantization tables), an image's value reads that
             (JPEG; :mod:`~siamese_quality.core.encoding`)
+        jpeg_file_reader: local only: a second reader scores the images whose file is a
+            JPEG (its tables say so), trained with half its copies saved as a JPEG (noise:
+            a save at 95 smooths the finest detail the first reader reads, so a noisy
+            JPEG read at a quarter of its sigma; trained so throughout, the first reader
+            lost the weak noise of lossless files)
         supersample: global only: the distortion is rendered at this multiple of the
             working resolution and downsampled, so resampling itself leaves no trace
         input_crop: global only: the centre fraction of the working-resolution image
@@ -136,6 +141,7 @@ class Distortion:
     min_patch_structure: float = 0.0
     reads_spectral_blur: bool = False
     reads_encoded_quality: bool = False
+    jpeg_file_reader: bool = False
     supersample: int = 1
     input_crop: float = 1.0
     invariances: frozenset[str] = frozenset({"turns", "channels", "tone"})
@@ -205,6 +211,7 @@ class Distortion:
             "min_patch_structure": self.min_patch_structure,
             "reads_spectral_blur": self.reads_spectral_blur,
             "reads_encoded_quality": self.reads_encoded_quality,
+            "jpeg_file_reader": self.jpeg_file_reader,
             "supersample": self.supersample,
             "input_crop": self.input_crop,
             "spacing": self.spacing,
@@ -238,7 +245,7 @@ def register_distortion(distortion: Distortion, overwrite: bool = False) -> Dist
         raise ValueError(f"{distortion.name}: patch_quantile must lie within [0, 1]")
     if distortion.reads_spectral_blur and not distortion.local:
         raise ValueError(f"{distortion.name}: only a local distortion reads spectral blur")
-    if distortion.reads_encoded_quality and not distortion.local:
+    if (distortion.reads_encoded_quality or distortion.jpeg_file_reader) and not distortion.local:
         raise ValueError(f"{distortion.name}: only a local distortion reads how a file is encoded")
     if distortion.home is None:
         warnings.warn(
@@ -775,6 +782,8 @@ register_distortion(
         identity=0.0,
         local=True,
         patch_quantile=0.25,
+        # JPEG files get their own reader (benchmarks/RESULTS.md: noise saved as a JPEG)
+        jpeg_file_reader=True,
         # a learned reader of the finest wavelet detail: 0.99 where a CNN read 0.93 and
         # the wavelet estimate 0.96 (benchmarks/RESULTS.md)
         training_defaults={**_LOCAL_DEFAULTS, "backbone": "noise_residual"},

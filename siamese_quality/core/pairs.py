@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 
-from .distortions import Distortion
+from .distortions import Distortion, jpeg_compress
 from .views import PatchView, View, WholeView, apply_distortion, apply_distortion_many
 
 
@@ -112,6 +112,10 @@ class Augmentation:
     # so that only the distortion tells the copies apart
     noise: bool = False
     noise_range: tuple[float, float] = (0.0, 10.0)
+    # a reader of JPEG files (Distortion.jpeg_file_reader): half the sources' copies are
+    # saved as a JPEG, all at one quality, as a camera saves its noise
+    jpeg_saves: bool = False
+    jpeg_quality_range: tuple[int, int] = (80, 98)
 
     @classmethod
     def for_distortion(cls, distortion: Distortion, **overrides) -> Augmentation:
@@ -122,6 +126,9 @@ class Augmentation:
 
     def after(self, copies: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
         """The distorted copies of one source with the nuisance damage that follows it."""
+        if self.jpeg_saves and rng.random() < 0.5:
+            quality = int(rng.integers(self.jpeg_quality_range[0], self.jpeg_quality_range[1] + 1))
+            copies = [jpeg_compress(c, quality) for c in copies]
         if not self.noise or rng.random() < 0.5:
             return copies
         sigma = float(rng.uniform(*self.noise_range))

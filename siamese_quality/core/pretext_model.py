@@ -7,6 +7,7 @@ with ``torch.load(..., weights_only=True)``: a model file can never run code.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ import torch
 from .calibration import MonotoneCalibration
 from .cepstrum import combined_width
 from .distortions import Distortion, get_distortion
-from .encoding import encoded_or_seen
+from .encoding import encoded_or_seen, jpeg_quality
 from .images import ImageFile, ImageSource
 from .model import QualityBranch, get_backbone
 from .views import View, branch_scores, view_from_dict
@@ -60,7 +61,12 @@ def sha256_of_file(path: str) -> str:
 
 
 class PretextModel:
-    """Scores single images for one distortion; calibrated scores are in its unit."""
+    """Scores single images for one distortion; calibrated scores are in its unit.
+
+    A task whose distortion has a ``jpeg_file_reader`` (noise) holds a second model,
+    ``jpeg_reader`` (the same view and unit, its own weights and calibration), that
+    scores the images whose file is a JPEG: the file's tables choose the reader.
+    """
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class PretextModel:
         calibration: MonotoneCalibration | None = None,
         training: dict | None = None,
         evaluation: dict | None = None,
+        jpeg_reader: PretextModel | None = None,
     ):
         self.branch = branch
         self.distortion_info = (
@@ -79,6 +86,7 @@ class PretextModel:
         self.calibration = calibration
         self.training = training or {}
         self.evaluation = evaluation or {}
+        self.jpeg_reader = jpeg_reader
         self._scoring_branch: QualityBranch | None = None
 
     @property
@@ -118,17 +126,56 @@ class PretextModel:
         """What the branch sees of one image: uint8 (count, 3, r, r)."""
         return self.view.prepare(image)
 
-    def raw_scores(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Branch scores of prepared images (N, count, 3, r, r), aggregated per image."""
-        return branch_scores(self.branch, images, self.view, batch_size).numpy().astype(np.float64)
+    def in_jpeg_files(self, encoded_quality: np.ndarray | None, count: int) -> np.ndarray:
+        """Which of ``count`` images the JPEG-file reader scores: those whose file says a
+        JPEG quality (``encoding.jpeg_quality``; NaN for none). All False without one."""
+        if self.jpeg_reader is None or encoded_quality is None:
+            return np.zeros(count, dtype=bool)
+        return np.isfinite(np.asarray(encoded_quality, dtype=np.float64))
 
-    def patch_scores(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Branch scores of every patch of prepared images: (N, count)."""
-        n, count = images.shape[:2]
-        if self._scoring_branch is None:  # the weights of a loaded model do not change
-            self._scoring_branch = self.branch.for_inference()
-        flat = self._scoring_branch.score(images.flatten(0, 1), batch_size)
-        return flat.view(n, count).numpy().astype(np.float64)
+    def _by_reader(self, images: torch.Tensor, jpeg_files: np.ndarray, score) -> np.ndarray:
+        """``score(model, images)`` of each image by the reader that reads its file."""
+        if not jpeg_files.any():
+            return score(self, images)
+        chosen = torch.from_numpy(jpeg_files)
+        in_jpeg = score(self.jpeg_reader, images[chosen])
+        values = np.empty((len(images), *in_jpeg.shape[1:]))
+        values[jpeg_files] = in_jpeg
+        if not jpeg_files.all():
+            values[~jpeg_files] = score(self, images[~chosen])
+        return values
+
+    def raw_scores(
+        self,
+        images: torch.Tensor,
+        batch_size: int = 256,
+        encoded_quality: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Branch scores of prepared images (N, count, 3, r, r), aggregated per image
+        (each by its reader, see :meth:`in_jpeg_files`)."""
+        jpeg_files = self.in_jpeg_files(encoded_quality, len(images))
+        return self._by_reader(
+            images,
+            jpeg_files,
+            lambda model, chosen: (
+                branch_scores(model.branch, chosen, model.view, batch_size)
+                .numpy()
+                .astype(np.float64)
+            ),
+        )
+
+    def patch_scores(
+        self,
+        images: torch.Tensor,
+        batch_size: int = 256,
+        encoded_quality: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Branch scores of every patch of prepared images: (N, count), each image's by
+        its reader (see :meth:`in_jpeg_files`)."""
+        jpeg_files = self.in_jpeg_files(encoded_quality, len(images))
+        return self._by_reader(
+            images, jpeg_files, lambda model, chosen: _patch_scores(model, chosen, batch_size)
+        )
 
     @property
     def reports_confidence(self) -> bool:
@@ -151,17 +198,27 @@ class PretextModel:
         """Raw scores -> magnitudes in the distortion's unit. Where the view reads them,
         combined with the images' spectral blur widths ((N, 2),
         ``PatchView.spectral_blur_widths``; ``cepstrum.combined_width``) and with the
-        quality their files were saved at ((N,), NaN for none,
-        ``PatchView.encoded_quality_of``; ``encoding.encoded_or_seen``)."""
+        quality their files were saved at ((N,), NaN for none, ``encoding.jpeg_quality``;
+        ``encoding.encoded_or_seen``), which also chooses the JPEG-file reader's
+        calibration (:meth:`in_jpeg_files`)."""
         if self.calibration is None or not self.calibration.is_fitted:
             raise RuntimeError(f"model {self.task!r} has no calibration")
         values = self.calibration.predict(raw)
+        jpeg_files = self.in_jpeg_files(encoded_quality, len(values))
+        if jpeg_files.any():
+            values[jpeg_files] = self.jpeg_reader.calibration.predict(np.asarray(raw)[jpeg_files])
         if spectral_widths is not None and self.reads_spectral_blur:
             combined = combined_width(values, spectral_widths, self.view.spectral_blur)
             values = combined.astype(values.dtype)
         if encoded_quality is not None and self.view.encoded_quality:
             values = encoded_or_seen(values, encoded_quality).astype(values.dtype)
         return values
+
+    def calibrated_patches(self, grid: np.ndarray, encoded_quality: float = math.nan) -> np.ndarray:
+        """One image's patch scores -> magnitudes, by the calibration of the reader that
+        scored them: what its pixels show where (a file's tables name the whole file)."""
+        reader = self.jpeg_reader if self.in_jpeg_files(np.array([encoded_quality]), 1)[0] else self
+        return reader.calibration.predict(grid)
 
     @property
     def reads_spectral_blur(self) -> bool:
@@ -176,12 +233,10 @@ class PretextModel:
             prepared.append(self.prepare(image))
             if self.reads_spectral_blur:
                 spectral.append(self.view.spectral_blur_widths(image))
-            if self.view.encoded_quality:
-                encoded.append(self.view.encoded_quality_of(image))
-        raw = self.raw_scores(torch.stack(prepared))
-        values = self.calibrated(
-            raw, np.array(spectral) if spectral else None, np.array(encoded) if encoded else None
-        )
+            encoded.append(jpeg_quality(image.source))
+        encoded_quality = np.array(encoded, dtype=np.float64)
+        raw = self.raw_scores(torch.stack(prepared), encoded_quality=encoded_quality)
+        values = self.calibrated(raw, np.array(spectral) if spectral else None, encoded_quality)
         return values, raw
 
     # --- persistence -------------------------------------------------------------------
@@ -200,6 +255,8 @@ class PretextModel:
             }
         )
         state_dict = {k: v.detach().cpu() for k, v in self.branch.state_dict().items()}
+        if self.jpeg_reader is not None:
+            metadata["jpeg_reader"] = self.jpeg_reader.state()
         return {**metadata, "state_dict": state_dict}
 
     def save(self, path: str) -> str:
@@ -241,6 +298,18 @@ class PretextModel:
                 f"{path}: model format version {state.get('format_version')} is not supported "
                 f"(this library reads version {FORMAT_VERSION})"
             )
+        model = cls._from_state(state, path, device)
+        if state.get("jpeg_reader") is not None:
+            model.jpeg_reader = cls._from_state(
+                state["jpeg_reader"], f"{path} (JPEG files)", device
+            )
+        return model
+
+    @classmethod
+    def _from_state(cls, state: dict, path: str, device: str | torch.device) -> PretextModel:
+        """A model from a loaded file's state (one reader's keys)."""
+        if not isinstance(state, dict):
+            raise ModelFileError(f"{path}: not a siamese_quality model file")
         try:
             branch = QualityBranch(state["backbone"])
             branch.load_state_dict(state["state_dict"])
@@ -267,3 +336,12 @@ class PretextModel:
             state.get("training"),
             state.get("evaluation"),
         )
+
+
+def _patch_scores(model: PretextModel, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """One reader's branch scores of every patch of prepared images: (N, count)."""
+    n, count = images.shape[:2]
+    if model._scoring_branch is None:  # the weights of a loaded model do not change
+        model._scoring_branch = model.branch.for_inference()
+    flat = model._scoring_branch.score(images.flatten(0, 1), batch_size)
+    return flat.view(n, count).numpy().astype(np.float64)

@@ -8,7 +8,6 @@ alone or with others: a file gets the same values either way.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from .cepstrum import NOTHING_READ
+from .encoding import jpeg_quality
 from .images import ImageFile, ImageLoadError
 from .pretext_model import PretextModel
 from .views import View, patch_structure
@@ -29,8 +29,8 @@ class ScoredBatch:
     indices: list[int]
     raw: dict[str, np.ndarray]  # model name -> raw branch scores, aligned with indices
     calibrated: dict[str, np.ndarray]  # model name -> magnitudes in the model's unit
-    # model name -> raw scores of each image's patches, shaped like its grid (rows,
-    # columns); local models only
+    # model name -> each image's patch values in the model's unit, shaped like its grid
+    # (rows, columns); local models only
     patches: dict[str, list[np.ndarray]] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)  # {"index", "kind", "message"}
     # model name -> how sure it is of each score, 0-1; models whose backbone says only
@@ -44,9 +44,8 @@ class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[str], views: Sequence[View]):
         self.paths = list(paths)
         self.views = list(dict.fromkeys(view.pixels for view in views))
-        # one cepstrum per image serves every view that reads it; the same for the tables
+        # one cepstrum per image serves every view that reads it
         self.spectral_view = next((v for v in views if v.spectral_blur), None)
-        self.encoded_view = next((v for v in views if v.encoded_quality), None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,8 +62,8 @@ class ImageFiles(torch.utils.data.Dataset):
             }
             view = self.spectral_view
             spectral = view.spectral_blur_widths(image) if view else NOTHING_READ.widths
-            view = self.encoded_view
-            encoded = view.encoded_quality_of(image) if view else math.nan
+            # a JPEG's header: 0.1 ms a file, read for every file (it chooses readers)
+            encoded = jpeg_quality(image.source)
             return index, (prepared, grids, structures, spectral, encoded), None
         except ImageLoadError as e:
             return index, None, {"kind": e.kind, "message": str(e)}
@@ -119,17 +118,18 @@ def default_num_workers(count: int) -> int:
 
 def score_loaded(batch: _LoadedBatch, models: dict[str, PretextModel]) -> ScoredBatch:
     """Every model's scores of a loaded batch: raw, calibrated and, for local models,
-    each image's patch grid, and for models that tell it, their confidence."""
+    each image's patch grid in the unit, and for models that tell it, their confidence."""
     raw, calibrated, patches, confidence = {}, {}, {}, {}
     for name, model in models.items() if batch.indices else ():
         pixels = model.view.pixels
-        scores = model.patch_scores(batch.images[pixels])
+        scores = model.patch_scores(batch.images[pixels], encoded_quality=batch.encoded)
         structure = batch.structures[pixels]
         raw[name] = model.view.aggregate(torch.from_numpy(scores), structure).numpy()
         calibrated[name] = model.calibrated(raw[name], batch.spectral, batch.encoded)
         if model.view.kind == "patches":
             patches[name] = [
-                row.reshape(grids[pixels]) for row, grids in zip(scores, batch.grids, strict=True)
+                model.calibrated_patches(row.reshape(grids[pixels]), quality)
+                for row, grids, quality in zip(scores, batch.grids, batch.encoded, strict=True)
             ]
         if model.reports_confidence:
             confidence[name] = model.confidences(batch.images[pixels])

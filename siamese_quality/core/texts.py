@@ -11,9 +11,10 @@ from __future__ import annotations
 PUBLISHED_CORRELATIONS = {"blur": 0.955, "brightness": 0.775, "rotation": 0.37}
 
 
-def describe(view) -> str:
+def describe(view, jpeg_file_reader: bool = False) -> str:
     """How a model reads an image, in words, from its view (a ``views.View`` or the
-    dict a run record stores)."""
+    dict a run record stores) and whether it has a reader of JPEG files
+    (``PretextModel.jpeg_reader``)."""
     view = view if isinstance(view, dict) else view.to_dict()
     if view.get("kind") == "patches":
         text = (
@@ -25,6 +26,8 @@ def describe(view) -> str:
                 "; a JPEG file reads the quality its tables say, unless its pixels read "
                 "under half of it"
             )
+        if jpeg_file_reader:
+            text += "; a JPEG file is read by a reader trained on copies saved as JPEGs"
         return text
     return f"read from the whole image resized to {view['resolution']} px (shorter side)"
 

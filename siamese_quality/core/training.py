@@ -342,11 +342,11 @@ def _concatenate(sets: list[EvaluationSet]) -> EvaluationSet:
     )
 
 
-def _budget_used(config: TrainingConfig, step: int, max_steps: float, started: float) -> float:
-    """Fraction of the training budget spent: steps or seconds, whichever is further."""
-    done = step / max_steps if math.isfinite(max_steps) else 0.0
-    if config.max_seconds is not None:
-        done = max(done, (time.monotonic() - started) / config.max_seconds)
+def _budget_used(run: _Run) -> float:
+    """Fraction of the run's budget spent: steps or seconds, whichever is further."""
+    done = run.step / run.max_steps if math.isfinite(run.max_steps) else 0.0
+    if run.seconds is not None:
+        done = max(done, (time.monotonic() - run.started) / run.seconds)
     return done
 
 
@@ -368,6 +368,7 @@ class _Run:
     device: torch.device
     started: float
     max_steps: float
+    seconds: float | None  # the run's share of max_seconds (see _reader_seconds)
     step: int = 0
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
@@ -381,7 +382,7 @@ class _Run:
 def _step(run: _Run, optimizer: torch.optim.Optimizer) -> float:
     """One optimisation step on a grouped batch, cosine learning-rate decay over the budget."""
     config = run.config
-    done = _budget_used(config, run.step, run.max_steps, run.started)
+    done = _budget_used(run)
     for group in optimizer.param_groups:
         group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
     batch: GroupedBatch = run.batches.next_batch()
@@ -425,7 +426,7 @@ def _check(run: _Run, losses: list[float]) -> dict:
         "loss": float(np.mean(losses[-run.config.validation_every :])) if losses else None,
         "val_spearman": spearman(scores, run.checkpoint.magnitudes),
         "val_loss": float(val_loss),
-        "fraction": min(1.0, _budget_used(run.config, run.step, run.max_steps, run.started)),
+        "fraction": min(1.0, _budget_used(run)),
     }
 
 
@@ -469,7 +470,7 @@ def _fit(run: _Run, progress: ProgressCallback | None, save_best: Callable[[], N
                 "epochs" if config.epochs is not None and not config.max_steps else "max_steps"
             )
             return
-        if config.max_seconds is not None and time.monotonic() - run.started >= config.max_seconds:
+        if run.seconds is not None and time.monotonic() - run.started >= run.seconds:
             run.stop_reason = "max_seconds"
             return
         losses.append(_step(run, optimizer))
@@ -537,45 +538,122 @@ def train_pretext_model(
             "fraction"}`` after each check (``fraction``: share of the budget used)
         checkpoint_path: if set, the best model so far is saved there during training
 
+    A task with a JPEG-file reader (``Distortion.jpeg_file_reader``: noise) trains it
+    after the first, on the same images and roles, each for half of ``max_seconds``;
+    partial work saved at ``checkpoint_path`` is the first reader's.
+
     Returns:
         the model, calibrated on held-out images, with ``training`` (config, curve, stop
         reason, roles; ``start``: whether a branch that starts as a classical reading
-        kept it) and ``evaluation`` (metrics on the held-out images and points)
+        kept it; ``jpeg_file_reader``: that reader's steps and held-out metrics) and
+        ``evaluation`` (metrics on the held-out images and points)
     """
     config = (config or TrainingConfig()).resolved()
     config.validate()
     _seed_everything(config.seed)
     started = time.monotonic()
-    augmentation = Augmentation.for_distortion(get_distortion(config.task))
+    distortion = get_distortion(config.task)
+    readers = 2 if _trains_jpeg_file_reader(config) else 1
+    augmentation = Augmentation.for_distortion(distortion)
     data = prepare_training_data(images, config, augmentation)
-    run = _start_run(config, data, augmentation, started)
+    seconds = None if config.max_seconds is None else config.max_seconds / readers
+    run = _start_run(config, data, augmentation, started, seconds)
 
     def save_best() -> None:  # called when the current weights are the best so far
         if checkpoint_path:
             PretextModel(run.branch, run.batches.distortion, run.view).save(checkpoint_path)
 
-    _fit(run, progress, save_best)
+    _fit(run, _share_of(progress, 0, readers), save_best)
+    model = _calibrated_best(run, data)
+    if readers == 2:
+        deadline = None if config.max_seconds is None else started + config.max_seconds
+        model.jpeg_reader = _jpeg_file_reader(config, data, deadline, _share_of(progress, 1, 2))
+        model.training["jpeg_file_reader"] = _reader_summary(model.jpeg_reader)
+    if checkpoint_path:
+        model.save(checkpoint_path)
+    return model
+
+
+def _calibrated_best(run: _Run, data: TrainingData, against_start: bool = True) -> PretextModel:
+    """The run's kept weights (the start's, where fine-tuning did not beat it), calibrated
+    and reported on the held-out images, with the run's training record (and, for
+    init="default" and ``against_start``, the bundled model's numbers beside them)."""
+    config = run.config
     confidence = _settle_start_or_fine_tuned(run) if run.start_state is not None else None
     model = _best_model(run)
     calibrate_and_report(model, data.held_out)
     model.evaluation["protocol"] = _protocol(data, get_backbone(config.backbone).reads_units)
     model.training = _training_record(run, data)
-    if config.init == "default":
+    if config.init == "default" and against_start:
         model.training["init"] = _against_the_start(run, data, model, confidence)
     elif run.start_state is not None:
         model.training["start"] = {
             "kept": "start" if run.best["step"] == 0 else "trained",
             "confidence": confidence,
         }
-    if checkpoint_path:
-        model.save(checkpoint_path)
     return model
 
 
+def _trains_jpeg_file_reader(config: TrainingConfig) -> bool:
+    """Whether the task has a JPEG-file reader to train (a fixed reader trains none)."""
+    reads_units = get_backbone(config.backbone).reads_units is not None
+    return get_distortion(config.task).jpeg_file_reader and not reads_units
+
+
+def _jpeg_file_reader(
+    config: TrainingConfig,
+    data: TrainingData,
+    deadline: float | None,
+    progress: ProgressCallback | None,
+) -> PretextModel:
+    """The task's second reader (``Distortion.jpeg_file_reader``): the same images in the
+    same roles, half of its training copies saved as a JPEG; its checkpoint is chosen and
+    its calibration fitted on the same unsaved copies as the first reader's, so that a
+    reader that learned to see through the save reads the same unit. It trains for the
+    rest of ``max_seconds``; a step or epoch budget is each reader's own."""
+    augmentation = Augmentation.for_distortion(get_distortion(config.task), jpeg_saves=True)
+    started = time.monotonic()
+    seconds = None if deadline is None else max(1.0, deadline - started)
+    run = _start_run(config, data, augmentation, started, seconds, jpeg_files=True)
+    _fit(run, progress, lambda: None)
+    return _calibrated_best(run, data, against_start=False)
+
+
+def _reader_summary(reader: PretextModel) -> dict:
+    """What the main model's training record says of its JPEG-file reader."""
+    training = reader.training
+    return {
+        "steps": training.get("steps"),
+        "best_step": training.get("best_step"),
+        "stop_reason": training.get("stop_reason"),
+        "seconds": training.get("seconds"),
+        "metrics": reader.evaluation.get("metrics", {}),
+    }
+
+
+def _share_of(
+    progress: ProgressCallback | None, index: int, readers: int
+) -> ProgressCallback | None:
+    """``progress`` for the ``index``-th of ``readers`` runs: its fraction of the whole."""
+    if progress is None or readers == 1:
+        return progress
+
+    def report(record: dict) -> None:
+        progress({**record, "fraction": (index + record["fraction"]) / readers})
+
+    return report
+
+
 def _start_run(
-    config: TrainingConfig, data: TrainingData, augmentation: Augmentation, started: float
+    config: TrainingConfig,
+    data: TrainingData,
+    augmentation: Augmentation,
+    started: float,
+    seconds: float | None,
+    jpeg_files: bool = False,
 ) -> _Run:
-    """A new branch, its batches of training copies and its step budget."""
+    """A new branch, its batches of training copies and its step budget (``jpeg_files``:
+    the JPEG-file reader's, which starts from the bundled model's own)."""
     distortion, view = get_distortion(config.task), config.view()
     batches = GroupedBatches(
         data.train,
@@ -593,7 +671,10 @@ def _start_run(
     device = pick_device(config.device)
     start_state = None
     if config.init == "default":
-        branch = load_default_model(config.task).branch.to(device)
+        start = load_default_model(config.task)
+        if jpeg_files and start.jpeg_reader is not None:
+            start = start.jpeg_reader
+        branch = start.branch.to(device)
         start_state = copy.deepcopy(branch.state_dict())
     else:
         branch = QualityBranch(config.backbone, config.pretrained).to(device)
@@ -609,6 +690,7 @@ def _start_run(
         device,
         started,
         max_steps,
+        seconds,
         start_state=start_state,
     )
 

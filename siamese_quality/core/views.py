@@ -37,7 +37,6 @@ import torch.nn.functional as nnf
 
 from .cepstrum import NOTHING_READ, SPECTRAL_READERS, read_spectral_blur
 from .distortions import Distortion
-from .encoding import jpeg_quality
 from .images import ImageFile, center_crop
 
 # JPEG's largest block (a 4:2:0 colour block covers 16 x 16 px): patch corners sit on it
@@ -168,7 +167,7 @@ class PatchView:
             also reads (:meth:`spectral_blur_widths`, ``cepstrum.combined_width``): 0
             none, 1 the cepstrum's camera shake and defocus, 2 also the round blur
         encoded_quality: its value also reads how the stored file was compressed
-            (:meth:`encoded_quality_of`: a JPEG's quantization tables)
+            (``encoding.jpeg_quality``: a JPEG's quantization tables)
     """
 
     size: int = 64
@@ -316,11 +315,6 @@ class PatchView:
         if not self.spectral_blur:
             return NOTHING_READ.widths
         return read_spectral_blur(image.native_tensor()).widths
-
-    def encoded_quality_of(self, image: ImageFile) -> float:
-        """The JPEG quality the stored file was saved at (``encoding.jpeg_quality``);
-        NaN when it is not a JPEG file or the view does not read it."""
-        return jpeg_quality(image.source) if self.encoded_quality else math.nan
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}

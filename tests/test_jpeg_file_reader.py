@@ -1,0 +1,121 @@
+"""Noise in a JPEG file has its own reader, and the file's tables choose it.
+
+A save at quality 95 smooths the finest detail the noise reader reads, so noise in a
+JPEG file read at a quarter of its sigma. A noise model therefore holds a second reader,
+trained with half its copies saved as a JPEG; the file's tables (``jpeg_quality``)
+choose it. Files are written by OpenCV; the model is trained by the library and scores
+through the SDK into a real FiftyOne dataset.
+"""
+
+import copy
+
+import cv2
+import fiftyone as fo
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_TRAINING, dead_leaves_image
+from PIL import Image
+
+import siamese_quality as sq
+from siamese_quality.core.images import ImageFile
+from siamese_quality.core.pretext_model import PretextModel
+from siamese_quality.core.training import TrainingConfig, train_pretext_model
+
+
+@pytest.fixture(scope="module")
+def noise_model_and_progress() -> tuple[PretextModel, list[float]]:
+    images = [dead_leaves_image(400 + i, (120, 96)) for i in range(6)]
+    fractions: list[float] = []
+    config = TrainingConfig(task="noise", **TINY_TRAINING)
+    model = train_pretext_model(images, config, lambda r: fractions.append(r["fraction"]))
+    return model, fractions
+
+
+def _noisy(seed: int, sigma: float) -> np.ndarray:
+    pixels = dead_leaves_image(seed, (160, 128)).astype(np.float64)
+    noise = np.random.default_rng(seed).normal(0.0, sigma, pixels.shape)
+    return np.clip(np.round(pixels + noise), 0, 255).astype(np.uint8)
+
+
+def _opencv_jpeg(path: str, pixels: np.ndarray, quality: int) -> str:
+    ok, data = cv2.imencode(".jpg", pixels[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    data.tofile(path)
+    return path
+
+
+def _one_reader(model: PretextModel) -> PretextModel:
+    """The same model without its JPEG-file reader (as models before it read every file)."""
+    alone = copy.copy(model)
+    alone.jpeg_reader = None
+    return alone
+
+
+def test_a_noise_model_trains_a_jpeg_file_reader_and_keeps_it_in_its_file(
+    noise_model_and_progress, tmp_path
+):
+    model, fractions = noise_model_and_progress
+    reader = model.jpeg_reader
+    assert reader is not None and reader.calibration.is_fitted
+    assert reader.task == "noise" and reader.view == model.view
+    # a step budget is each reader's own; progress runs once from 0 to 1 over both
+    assert model.training["steps"] == reader.training["steps"] == TINY_TRAINING["max_steps"]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(f <= 0.5 for f in fractions) and any(f > 0.5 for f in fractions)
+    summary = model.training["jpeg_file_reader"]
+    assert summary["metrics"]["spearman"] == reader.evaluation["metrics"]["spearman"]
+    # its own weights, not the first reader's
+    first, second = model.branch.state_dict(), reader.branch.state_dict()
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+    path = str(tmp_path / "noise.pt")
+    model.save(path)
+    loaded = PretextModel.load(path)  # weights_only: the nested reader is plain tensors
+    jpeg = _opencv_jpeg(str(tmp_path / "noisy.jpg"), _noisy(1, 12), 95)
+    png = str(tmp_path / "noisy.png")
+    Image.fromarray(_noisy(1, 12)).save(png)
+    for source in (jpeg, png):
+        assert np.array_equal(model.score_images([source])[1], loaded.score_images([source])[1])
+
+
+def test_the_file_chooses_the_reader_through_the_sdk(
+    noise_model_and_progress, dataset_factory, tmp_path
+):
+    model, _ = noise_model_and_progress
+    model_file = str(tmp_path / "noise.pt")
+    model.save(model_file)
+    pixels = _noisy(2, 16)
+    paths = {"jpeg": _opencv_jpeg(str(tmp_path / "noisy.jpg"), pixels, 95)}
+    paths["png"] = str(tmp_path / "noisy.png")
+    Image.fromarray(pixels).save(paths["png"])
+    dataset = dataset_factory()
+    dataset.add_samples([fo.Sample(filepath=p, case=c) for c, p in paths.items()])
+    sq.import_model(dataset, model_file, key="noise")
+    sq.score(dataset, key="noise", progress=False)
+
+    written = dict(zip(*dataset.values(["case", "noise"]), strict=True))
+    first_reader, jpeg_reader = _one_reader(model), model.jpeg_reader
+    assert written["jpeg"] == pytest.approx(jpeg_reader.score_images([paths["jpeg"]])[0][0])
+    assert written["png"] == pytest.approx(first_reader.score_images([paths["png"]])[0][0])
+    # the choice matters: the other reader reads the JPEG file otherwise
+    assert written["jpeg"] != pytest.approx(first_reader.score_images([paths["jpeg"]])[0][0])
+    assert "trained on copies saved as JPEGs" in dataset.get_field("noise").description
+
+    # the patch grid is the same reader's, in the unit
+    sample = dataset.match(fo.ViewField("case") == "jpeg").first()
+    image = ImageFile(paths["jpeg"])
+    grid_shape = np.shape(sample.noise_patches)
+    patches = jpeg_reader.patch_scores(jpeg_reader.prepare(image)[None])[0]
+    expected = jpeg_reader.calibration.predict(patches.reshape(grid_shape))
+    np.testing.assert_allclose(sample.noise_patches, expected, atol=1e-3)
+
+
+def test_a_model_without_a_jpeg_file_reader_reads_every_file_with_its_one(
+    noise_model_and_progress,
+):
+    model, _ = noise_model_and_progress
+    encoded = np.array([95.0, np.nan, 40.0])
+    assert model.in_jpeg_files(encoded, 3).tolist() == [True, False, True]
+    assert model.in_jpeg_files(None, 3).tolist() == [False, False, False]
+    assert _one_reader(model).in_jpeg_files(encoded, 3).tolist() == [False, False, False]
