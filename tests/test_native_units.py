@@ -182,3 +182,10 @@ def test_a_stop_under_reads_a_stop_and_a_stop_over_reads_brighter(photos_dataset
     as_shot = brightness["pixelation_1"]  # the photo itself
     assert 0.7 < as_shot - brightness["exposure_-1"] < 1.3, brightness
     assert brightness["exposure_+1"] - as_shot > 0.1, brightness
+
+
+def test_the_same_noise_saved_as_a_jpeg_at_95_reads_its_sigma(bundled_values):
+    # the JPEG file's own reader: the save smooths the finest detail, and the reader of
+    # lossless files read such a file at about a third of its sigma (bundled v8: 7.6)
+    sigma = bundled_values["noise"]
+    assert sigma["noise_24_jpeg_95"] == pytest.approx(24, rel=0.3), sigma

@@ -34,7 +34,9 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # 8: JPEG reads the quality a JPEG file's tables say, unless its pixels show far more
 # compression (its view's "encoded_quality"; the same weights); all seven carried over
 # from 7
-DEFAULT_MODELS_VERSION = "8"
+# 9: noise reads JPEG files with a second reader, trained with half its copies saved as
+# a JPEG (PretextModel.jpeg_reader), retrained; the other six carried over from 8
+DEFAULT_MODELS_VERSION = "9"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
 
