@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -133,7 +133,12 @@ class PretextModel:
             return np.zeros(count, dtype=bool)
         return np.isfinite(np.asarray(encoded_quality, dtype=np.float64))
 
-    def _by_reader(self, images: torch.Tensor, jpeg_files: np.ndarray, score) -> np.ndarray:
+    def _by_reader(
+        self,
+        images: torch.Tensor,
+        jpeg_files: np.ndarray,
+        score: Callable[[PretextModel, torch.Tensor], np.ndarray],
+    ) -> np.ndarray:
         """``score(model, images)`` of each image by the reader that reads its file."""
         if not jpeg_files.any():
             return score(self, images)

@@ -368,7 +368,7 @@ class _Run:
     device: torch.device
     started: float
     max_steps: float
-    seconds: float | None  # the run's share of max_seconds (see _reader_seconds)
+    seconds: float | None  # its share of max_seconds (half each where a task has two readers)
     step: int = 0
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
@@ -567,7 +567,8 @@ def train_pretext_model(
     model = _calibrated_best(run, data)
     if readers == 2:
         deadline = None if config.max_seconds is None else started + config.max_seconds
-        model.jpeg_reader = _jpeg_file_reader(config, data, deadline, _share_of(progress, 1, 2))
+        second_progress = _share_of(progress, 1, readers)
+        model.jpeg_reader = _jpeg_file_reader(config, data, deadline, second_progress)
         model.training["jpeg_file_reader"] = _reader_summary(model.jpeg_reader)
     if checkpoint_path:
         model.save(checkpoint_path)
