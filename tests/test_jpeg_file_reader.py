@@ -101,6 +101,13 @@ def test_the_file_chooses_the_reader_through_the_sdk(
     # the choice matters: the other reader reads the JPEG file otherwise
     assert written["jpeg"] != pytest.approx(first_reader.score_images([paths["jpeg"]])[0][0])
     assert "trained on copies saved as JPEGs" in dataset.get_field("noise").description
+    # the panel shows the second reader's held-out numbers beside the first's
+    from siamese_quality.app.panel import QualityPanel
+
+    shown = QualityPanel._summary_markdown(sq.model_info(dataset, "noise"))
+    spearman = jpeg_reader.evaluation["metrics"]["spearman"]
+    row = [line for line in shown.splitlines() if line.startswith("| its reader of JPEG")]
+    assert len(row) == 1 and f"| {spearman:.3f} |" in row[0], shown
 
     # the patch grid is the same reader's, in the unit
     sample = dataset.match(fo.ViewField("case") == "jpeg").first()

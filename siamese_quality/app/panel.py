@@ -464,8 +464,10 @@ class QualityPanel(foo.Panel):
 
         published = PUBLISHED_CORRELATIONS.get(info.task)
         metrics, baseline = info.metrics, info.baseline
+        jpeg_reader = info.training.get("jpeg_file_reader")
+        how = describe(info.view, jpeg_reader is not None)
         lines = [
-            f"**{info.key}**: {info.task} in {info.unit}, {describe(info.view)} ({info.backbone})",
+            f"**{info.key}**: {info.task} in {info.unit}, {how} ({info.backbone})",
             "",
             "| held-out | Pearson | Spearman | MAE |",
             "|---|---|---|---|",
@@ -476,6 +478,12 @@ class QualityPanel(foo.Panel):
             lines.append(
                 f"| {baseline['name']} | {_fmt(baseline.get('pearson'))} | "
                 f"{_fmt(baseline.get('spearman'))} | {_fmt(baseline.get('mae'))} |"
+            )
+        if jpeg_reader:  # its own row: the same held-out images, unsaved
+            read = jpeg_reader.get("metrics", {})
+            lines.append(
+                f"| its reader of JPEG files | {_fmt(read.get('pearson'))} | "
+                f"{_fmt(read.get('spearman'))} | {_fmt(read.get('mae'))} |"
             )
         start = info.training.get("init")
         if start:
