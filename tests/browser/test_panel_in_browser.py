@@ -719,5 +719,10 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
         label = "Only samples read with rotation_confidence"
         page.get_by_text(label).first.wait_for(timeout=30000)
         assert app.slider(label).bounding_box()["width"] > 300
+        # the noise model's summary shows its reader of JPEG files beside the first
+        page.locator("[role=combobox]", has_text=re.compile("^rotation$")).first.click()
+        page.locator("[role=option]", has_text=re.compile("^noise$")).first.click()
+        page.get_by_text("its reader of JPEG files").first.wait_for(timeout=30000)
+        assert page.get_by_text("trained on copies saved as JPEGs").count()
     finally:
         context.close()
