@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from .distortions import Distortion, get_distortion
 from .encoding import encoded_or_seen, jpeg_quality
 from .images import ImageFile, ImageSource
 from .model import QualityBranch, get_backbone
-from .views import View, branch_scores, view_from_dict
+from .views import View, patch_structure, view_from_dict
 
 FORMAT = "siamese_quality.pretext_model"
 # 2: local tasks read native-resolution patches, magnitudes in the stored image's pixels
@@ -133,41 +133,16 @@ class PretextModel:
             return np.zeros(count, dtype=bool)
         return np.isfinite(np.asarray(encoded_quality, dtype=np.float64))
 
-    def _by_reader(
-        self,
-        images: torch.Tensor,
-        jpeg_files: np.ndarray,
-        score: Callable[[PretextModel, torch.Tensor], np.ndarray],
-    ) -> np.ndarray:
-        """``score(model, images)`` of each image by the reader that reads its file."""
-        if not jpeg_files.any():
-            return score(self, images)
-        chosen = torch.from_numpy(jpeg_files)
-        in_jpeg = score(self.jpeg_reader, images[chosen])
-        values = np.empty((len(images), *in_jpeg.shape[1:]))
-        values[jpeg_files] = in_jpeg
-        if not jpeg_files.all():
-            values[~jpeg_files] = score(self, images[~chosen])
-        return values
-
     def raw_scores(
         self,
         images: torch.Tensor,
         batch_size: int = 256,
         encoded_quality: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Branch scores of prepared images (N, count, 3, r, r), aggregated per image
-        (each by its reader, see :meth:`in_jpeg_files`)."""
-        jpeg_files = self.in_jpeg_files(encoded_quality, len(images))
-        return self._by_reader(
-            images,
-            jpeg_files,
-            lambda model, chosen: (
-                branch_scores(model.branch, chosen, model.view, batch_size)
-                .numpy()
-                .astype(np.float64)
-            ),
-        )
+        """Branch scores of prepared images (N, count, 3, r, r), aggregated per image as
+        batch scoring aggregates them (each by its reader, see :meth:`in_jpeg_files`)."""
+        scores = torch.from_numpy(self.patch_scores(images, batch_size, encoded_quality))
+        return self.view.aggregate(scores, patch_structure(images)).numpy()
 
     def patch_scores(
         self,
@@ -178,9 +153,14 @@ class PretextModel:
         """Branch scores of every patch of prepared images: (N, count), each image's by
         its reader (see :meth:`in_jpeg_files`)."""
         jpeg_files = self.in_jpeg_files(encoded_quality, len(images))
-        return self._by_reader(
-            images, jpeg_files, lambda model, chosen: _patch_scores(model, chosen, batch_size)
-        )
+        if not jpeg_files.any():
+            return _patch_scores(self, images, batch_size)
+        chosen = torch.from_numpy(jpeg_files)
+        scores = np.empty(images.shape[:2])
+        scores[jpeg_files] = _patch_scores(self.jpeg_reader, images[chosen], batch_size)
+        if not jpeg_files.all():
+            scores[~jpeg_files] = _patch_scores(self, images[~chosen], batch_size)
+        return scores
 
     @property
     def reports_confidence(self) -> bool:
