@@ -26,6 +26,11 @@ The bundled default models (``build_default_models.py``) never saw fold 0 of 3:
 ``--models both`` with them and with models trained in the same run (side by side),
 and ``--models tuned`` fine-tunes them on the training photos (``init="default"``) for
 ``--max-seconds`` first.
+
+``--photos wallpapers`` tests on a second set instead, 15 photos that nothing in this
+project saw (``fetch_wallpaper_photos.py``: Debian's desktop-wallpaper packages,
+1.5-1.7 MP): with the bundled models (``--models bundled``), or with models trained on
+every headline photo (``--models trained``), one "fold".
 """
 
 from __future__ import annotations
@@ -463,6 +468,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "folds 1-2 of 3 and other photos: fold 0 only), or both in one run, or fine-tune "
         "the bundled models on the other folds for --max-seconds",
     )
+    parser.add_argument(
+        "--photos",
+        choices=("headline", "wallpapers"),
+        default="headline",
+        help="the headline's photos in folds, or 15 photos no choice saw as one test set "
+        "(trained models learn on every headline photo)",
+    )
     parser.add_argument("--json", help="write per-run rows here")
     args = parser.parse_args(argv)
     args.train_options = parse_train_options(parser, args.train_option)
@@ -477,15 +489,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.fold_list = (
         [int(f) for f in args.only_folds.split(",")] if args.only_folds else list(range(args.folds))
     )
-    if args.models != "trained" and (args.folds, args.fold_list) != (3, [0]):  # kept out
+    if args.photos == "wallpapers":
+        args.fold_list = [0]  # one test set: every headline photo trains
+    elif args.models != "trained" and (args.folds, args.fold_list) != (3, [0]):  # kept out
         parser.error("the bundled models trained on folds 1-2 of 3: use --folds 3 --only-folds 0")
     args.sources = ["trained", "bundled"] if args.models == "both" else [args.models]
     return args
 
 
-def fold_records(fold: int, photos: list[str], families: list[Family], folds: int) -> list[dict]:
+def test_sets(args: argparse.Namespace) -> list[tuple[int, list[str], list[str]]]:
+    """(fold, test photos, training photos) for each fold the run tests."""
+    photos, extra_train = default_photos()
+    if args.photos == "wallpapers":
+        from fetch_wallpaper_photos import write_wallpaper_photos
+
+        wallpapers = write_wallpaper_photos(os.path.join(CACHE, "wallpapers"))
+        return [(0, wallpapers, photos + extra_train)]
+    return [
+        (
+            fold,
+            [p for i, p in enumerate(photos) if i % args.folds == fold],
+            [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train,
+        )
+        for fold in args.fold_list
+    ]
+
+
+def fold_records(test_photos: list[str], families: list[Family]) -> list[dict]:
     """The damaged files of one fold's test photos, with every baseline's value."""
-    test_photos = [p for i, p in enumerate(photos) if i % folds == fold]
     records = damaged_copies(test_photos, families)
     baselines = baseline_values([r["filepath"] for r in records])
     for r in records:
@@ -499,6 +530,7 @@ def write_json(args: argparse.Namespace, rows: list[dict], files: list[dict]) ->
         json.dump(
             {
                 "folds": args.folds,
+                "photos": args.photos,
                 "seeds": args.seed_list,
                 "tasks": args.task_list,
                 "max_seconds": args.max_seconds,
@@ -513,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     tasks = args.task_list
     families = [f for f in FAMILIES if args.damage == "all" or f.task in tasks]
-    photos, extra_train = default_photos()
+    sets = test_sets(args)
     # the benchmark's models are throwaway: keep their weights out of the user's folder
     models = tempfile.mkdtemp(prefix="sq-native-models-")
     os.environ["SIAMESE_QUALITY_MODELS_DIR"] = models
@@ -521,15 +553,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     print(
-        f"{len(photos)} photos in {args.folds} folds (+{len(extra_train)} grayscale for "
-        f"training); tasks {', '.join(tasks)}; {args.max_seconds:.0f} s per model; torch "
-        f"{torch.__version__} on {torch.get_num_threads()} threads",
+        f"{args.photos} photos: {sum(len(test) for _, test, _ in sets)} tested in "
+        f"{len(sets)} folds; tasks {', '.join(tasks)}; {args.max_seconds:.0f} s per model; "
+        f"torch {torch.__version__} on {torch.get_num_threads()} threads",
         flush=True,
     )
     rows, files = [], []
-    for fold in args.fold_list:
-        train = [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train
-        records = fold_records(fold, photos, families, args.folds)
+    for fold, test_photos, train in sets:
+        records = fold_records(test_photos, families)
         print(f"fold {fold}: {len(train)} training photos, {len(records)} files", flush=True)
         for seed, source in ((seed, source) for seed in args.seed_list for source in args.sources):
             scored, timings = score_fold(fold, seed, train, records, tasks, args, source)

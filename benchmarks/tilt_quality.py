@@ -23,6 +23,10 @@ a sudoku, fruit, a baboon), is tested only, split over the same folds: the line
 reader's constants (``core.tilt``) were chosen looking at the other two kinds, so the
 OpenCV line is the one no choice saw.
 
+``--photos wallpapers`` turns 15 photos that nothing in this project saw instead
+(``fetch_wallpaper_photos.py``, 10 of them with an upright), one test set; variants that
+train learn on every photo of the other three kinds.
+
 ``--train-sizes`` trains each variant once per size: how the score grows with the
 number of training images. A fold has about 30 real training photos; above that the
 set is all of them plus level crops of them (``variety_crops``: new views, not new
@@ -45,6 +49,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from fetch_wallpaper_photos import UPRIGHT as UPRIGHT_WALLPAPERS  # noqa: E402
 from native_quality import (  # noqa: E402
     CACHE,
     SHARED_PHOTOS,
@@ -91,7 +96,7 @@ UPRIGHT_PHOTOS = frozenset(
         "aero1", "aero3", "aloeL", "building", "home", "leuvenA", "messi5", "right",
         "rubberwhale1",
     }
-)  # fmt: skip
+) | UPRIGHT_WALLPAPERS  # fmt: skip
 
 
 def variety_crops(photos: list[str], count: int) -> list[str]:
@@ -151,7 +156,9 @@ def measure(records: list[dict], confident: float) -> dict:
         "spearman": _spearman([r.get("rotation") for r in records], [r["angle"] for r in records]),
         "mae_15": _mae(records, 15),
         "mae_30": _mae(records, 30),
-        "level_within_2": sum(abs(r["rotation"]) <= 2 for r in level) / max(1, len(level)),
+        "level_within_2": (
+            sum(abs(r["rotation"]) <= 2 for r in level) / len(level) if level else None
+        ),
         "confident_share": None,
         "confident_mae_15": None,
         "confident_within_3": None,
@@ -165,7 +172,7 @@ def measure(records: list[dict], confident: float) -> dict:
     return row
 
 
-KINDS = ("all", "shared", "scikit-image", "opencv", "with an upright", "no upright")
+KINDS = ("all", "shared", "scikit-image", "opencv", "wallpapers", "with an upright", "no upright")
 
 
 def opencv_photos() -> list[str]:
@@ -186,7 +193,10 @@ def in_kind(record: dict, kind: str) -> bool:
 def _kind(record: dict) -> str:
     if record["source"].startswith(os.path.abspath(SHARED_PHOTOS)):
         return "shared"
-    return "opencv" if "opencv_photos" in record["source"] else "scikit-image"
+    for kind, folder in (("opencv", "opencv_photos"), ("wallpapers", "wallpapers")):
+        if f"{os.sep}{folder}{os.sep}" in record["source"]:
+            return kind
+    return "scikit-image"
 
 
 def _fmt(value, digits=2) -> str:
@@ -244,6 +254,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--confident", type=float, default=0.5, help="confidence threshold")
+    parser.add_argument(
+        "--photos",
+        choices=("headline", "wallpapers"),
+        default="headline",
+        help="the headline's and OpenCV's photos in folds, or 15 photos no choice saw",
+    )
     parser.add_argument("--json", help="write rows and per-file values here")
     parser.add_argument(
         "--train-sizes",
@@ -261,6 +277,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.fold_list = (
         [int(f) for f in args.only_folds.split(",")] if args.only_folds else list(range(args.folds))
     )
+    if args.photos == "wallpapers":
+        args.fold_list = [0]  # one test set
     return args
 
 
@@ -287,18 +305,35 @@ def file_row(label: str, fold: int, seed: int, r: dict) -> dict:
     }
 
 
+def tilt_test_sets(args, photos, extra_train, tested_only) -> list[tuple]:
+    """(fold, test photos, training photos) for each fold the run tests."""
+    if args.photos == "wallpapers":
+        from fetch_wallpaper_photos import write_wallpaper_photos
+
+        wallpapers = write_wallpaper_photos(os.path.join(CACHE, "wallpapers"))
+        return [(0, wallpapers, photos + extra_train + tested_only)]
+    return [
+        (
+            fold,
+            [p for i, p in enumerate(photos) if i % args.folds == fold]
+            + [p for i, p in enumerate(tested_only) if i % args.folds == fold],
+            [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train,
+        )
+        for fold in args.fold_list
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     photos, extra_train = default_photos()
     tested_only = opencv_photos()
     models = tempfile.mkdtemp(prefix="sq-tilt-models-")
     os.environ["SIAMESE_QUALITY_MODELS_DIR"] = models
-    print(f"{len(photos)} photos in {args.folds} folds; {args.max_seconds:.0f} s per model")
+    sets = tilt_test_sets(args, photos, extra_train, tested_only)
+    tested = sum(len(test) for _, test, _ in sets)
+    print(f"{args.photos}: {tested} photos tested in {len(sets)} folds; {args.max_seconds:.0f} s")
     rows, files = [], []
-    for fold in args.fold_list:
-        test_photos = [p for i, p in enumerate(photos) if i % args.folds == fold]
-        test_photos += [p for i, p in enumerate(tested_only) if i % args.folds == fold]
-        train = [p for i, p in enumerate(photos) if i % args.folds != fold] + extra_train
+    for fold, test_photos, train in sets:
         records = tilted_records(test_photos)
         runs = itertools.product(args.seed_list, args.variant_list, args.size_list)
         for seed, variant, size in runs:
