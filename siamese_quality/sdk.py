@@ -318,7 +318,9 @@ def evaluate(
     """Re-measures model ``key`` on the images of ``samples``, distorted at known magnitudes.
 
     Returns the report (metrics, baseline metrics, points) and appends it to the
-    run's results (``evaluations``). Use images the model was not trained on.
+    run's results (``evaluations``). Use images the model was not trained on. A noise
+    model also reports its reader of JPEG files (``jpeg_file_reader``: the same copies
+    saved as a JPEG at 95, read by the reader that writes the fields of JPEG files).
     """
     require_images(samples)
     model = load_model(samples, key)

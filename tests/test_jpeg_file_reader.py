@@ -126,3 +126,62 @@ def test_a_model_without_a_jpeg_file_reader_reads_every_file_with_its_one(
     assert model.in_jpeg_files(encoded, 3).tolist() == [True, False, True]
     assert model.in_jpeg_files(None, 3).tolist() == [False, False, False]
     assert _one_reader(model).in_jpeg_files(encoded, 3).tolist() == [False, False, False]
+
+
+def test_evaluate_measures_the_jpeg_file_reader_on_copies_saved_as_jpegs(
+    noise_model_and_progress, image_dataset, tmp_path
+):
+    """``sq.evaluate`` (and its operator) also measure the reader that writes the fields
+    of JPEG files, on what it reads: the same copies saved as a JPEG at 95."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    from siamese_quality import PLUGIN_NAME
+    from siamese_quality.core.evaluation import (
+        JPEG_FILE_QUALITY,
+        magnitude_grid,
+        read_images,
+        render_evaluation_set,
+        saved_as_jpeg,
+    )
+    from siamese_quality.core.views import branch_scores
+
+    model, _ = noise_model_and_progress
+    model_file = str(tmp_path / "noise.pt")
+    model.save(model_file)
+    sq.import_model(image_dataset, model_file, key="noise")
+    view = image_dataset.limit(4)
+    report = sq.evaluate(view, key="noise", grid_size=5)
+
+    reader = report["jpeg_file_reader"]
+    assert reader["saved_quality"] == JPEG_FILE_QUALITY == 95
+    assert reader["points"]["magnitude"] == report["points"]["magnitude"]
+    assert reader["baseline"]["name"] == report["baseline"]["name"]
+    # read by the second reader from the saved copies, not by the first or unsaved
+    images, _ = read_images(view.values("filepath"))
+    grid = magnitude_grid(model.distortion, 5)
+    copies = render_evaluation_set(images, model.distortion, model.view, grid)
+    saved = saved_as_jpeg(copies, JPEG_FILE_QUALITY)
+    second = branch_scores(model.jpeg_reader.branch, saved.images, model.view).numpy()
+    first = branch_scores(model.branch, saved.images, model.view).numpy()
+    np.testing.assert_allclose(reader["points"]["score"], second, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(reader["points"]["score"], first)
+    assert not np.allclose(reader["points"]["score"], report["points"]["score"])
+
+    # the App's operator shows it beside the first reader's numbers
+    result = foo.execute_operator(
+        f"{PLUGIN_NAME}/evaluate_quality_model",
+        ctx={"dataset": image_dataset, "view": view, "params": {"key": "noise"}},
+    )
+    assert result.error is None, result.error
+    shown = result.result["jpeg_file_reader"]
+    assert set(shown) == {"metrics", "baseline"} and "spearman" in shown["metrics"]
+    operator = foo.get_operator(f"{PLUGIN_NAME}/evaluate_quality_model")
+
+    def shown_fields(results: dict) -> set:
+        request = {"dataset_name": image_dataset.name, "params": {}, "results": results}
+        output = operator.resolve_output(ExecutionContext(request_params=request))
+        return set(output.to_json()["type"]["properties"])
+
+    assert "jpeg_file_reader" in shown_fields(result.result)
+    assert "jpeg_file_reader" not in shown_fields({"metrics": {}, "baseline": None})

@@ -359,16 +359,26 @@ class EvaluateModel(foo.Operator):
                 key=ctx.params["key"],
                 implementation=ctx.params.get("implementation") or "reference",
             )
-        return {
+        results = {
             "metrics": report["metrics"],
             "baseline": report["baseline"],
             "images": report["images"],
         }
+        reader = report.get("jpeg_file_reader")
+        if reader is not None:  # noise: what writes the fields of JPEG files
+            results["jpeg_file_reader"] = {k: reader[k] for k in ("metrics", "baseline")}
+        return results
 
     def resolve_output(self, ctx):
         outputs = types.Object()
         outputs.obj("metrics", label="Metrics", view=types.JSONView())
         outputs.obj("baseline", label="Classical baseline", view=types.JSONView())
+        if "jpeg_file_reader" in (ctx.results or {}):
+            outputs.obj(
+                "jpeg_file_reader",
+                label="Its reader of JPEG files, on the copies saved as JPEG 95",
+                view=types.JSONView(),
+            )
         return types.Property(outputs)
 
 

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .calibration import MonotoneCalibration, correlation_metrics, cross_fitted_predictions
-from .distortions import Distortion, get_distortion
+from .distortions import Distortion, get_distortion, jpeg_compress
 from .images import ImageFile, ImageLoadError, ImageSource
 from .views import View, branch_scores
+
+if TYPE_CHECKING:
+    from .pretext_model import PretextModel
+
+# A model's reader of JPEG files is measured on copies saved at this quality, as a
+# camera saves them (its training saved half its copies at 80-98)
+JPEG_FILE_QUALITY = 95
 
 
 def magnitude_grid(distortion: Distortion, count: int = 9) -> np.ndarray:
@@ -53,6 +61,13 @@ def render_evaluation_set(
         true += [float(m) for m in magnitudes]
         groups += [index] * len(magnitudes)
     return EvaluationSet(torch.cat(copies), np.asarray(true), np.asarray(groups))
+
+
+def saved_as_jpeg(evaluation: EvaluationSet, quality: int) -> EvaluationSet:
+    """The same copies, each saved as a JPEG at ``quality`` and decoded (a patch view's
+    patches sit on JPEG's 8-px grid, as in the stored file)."""
+    saved = [torch.stack([jpeg_compress(p, quality) for p in copy]) for copy in evaluation.images]
+    return EvaluationSet(torch.stack(saved), evaluation.magnitudes, evaluation.groups)
 
 
 def read_images(sources: Sequence[ImageSource]) -> tuple[list[ImageFile], list[dict]]:
@@ -144,7 +159,7 @@ def evaluation_report(
 
 
 def evaluate_model(
-    model,
+    model: PretextModel,
     sources: Sequence,
     implementation: str = "reference",
     grid_size: int = 9,
@@ -161,6 +176,10 @@ def evaluate_model(
             distortion, to check that the model did not learn our code's fingerprint
         use_model_calibration: calibrate with the model's own calibration (fitted on
             other images); if False, calibrate cross-fitted on these images
+
+    A model with a reader of JPEG files (noise) also reports that reader, under
+    ``jpeg_file_reader``, on the same copies saved as a JPEG at
+    :data:`JPEG_FILE_QUALITY`: the reader that writes the fields of JPEG files.
     """
     images, skipped = read_images(sources)
     if not images:
@@ -175,6 +194,25 @@ def evaluate_model(
     scores = branch_scores(model.branch, evaluation.images, model.view).numpy().astype(np.float64)
     calibration = model.calibration if use_model_calibration else None
     report = evaluation_report(scores, evaluation, model.task, calibration)
+    if model.jpeg_reader is not None:
+        report["jpeg_file_reader"] = jpeg_reader_report(
+            model.jpeg_reader, evaluation, use_model_calibration
+        )
     report["images"] = len(images)
     report["skipped_images"] = [{k: v for k, v in s.items() if k != "index"} for s in skipped]
     return report
+
+
+def jpeg_reader_report(
+    reader: PretextModel, evaluation: EvaluationSet, use_model_calibration: bool
+) -> dict:
+    """A model's reader of JPEG files (``PretextModel.jpeg_reader``) measured on what it
+    reads: the evaluation's copies saved as a JPEG at :data:`JPEG_FILE_QUALITY`, with the
+    classical baseline on the same saved copies."""
+    saved = saved_as_jpeg(evaluation, JPEG_FILE_QUALITY)
+    scores = branch_scores(reader.branch, saved.images, reader.view).numpy().astype(np.float64)
+    calibration = reader.calibration if use_model_calibration else None
+    return {
+        "saved_quality": JPEG_FILE_QUALITY,
+        **evaluation_report(scores, saved, reader.task, calibration),
+    }
