@@ -65,6 +65,9 @@ def test_a_noise_model_trains_a_jpeg_file_reader_and_keeps_it_in_its_file(
     assert any(f <= 0.5 for f in fractions) and any(f > 0.5 for f in fractions)
     summary = model.training["jpeg_file_reader"]
     assert summary["metrics"]["spearman"] == reader.evaluation["metrics"]["spearman"]
+    # and on the same held-out copies saved as a JPEG at 95, as it reads users' files
+    assert summary["saved_quality"] == 95
+    assert summary["saved_metrics"]["raw_pearson"] != summary["metrics"]["raw_pearson"]
     # its own weights, not the first reader's
     first, second = model.branch.state_dict(), reader.branch.state_dict()
     assert any(not torch.equal(first[k], second[k]) for k in first)
@@ -108,6 +111,9 @@ def test_the_file_chooses_the_reader_through_the_sdk(
     spearman = jpeg_reader.evaluation["metrics"]["spearman"]
     row = [line for line in shown.splitlines() if line.startswith("| its reader of JPEG")]
     assert len(row) == 1 and f"| {spearman:.3f} |" in row[0], shown
+    saved = model.training["jpeg_file_reader"]["saved_metrics"]["spearman"]
+    row = [line for line in shown.splitlines() if line.startswith("| its reader, copies saved")]
+    assert len(row) == 1 and f"| {saved:.3f} |" in row[0], shown
 
     # the patch grid is the same reader's, in the unit
     sample = dataset.match(fo.ViewField("case") == "jpeg").first()

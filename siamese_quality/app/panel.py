@@ -479,12 +479,19 @@ class QualityPanel(foo.Panel):
                 f"| {baseline['name']} | {_fmt(baseline.get('pearson'))} | "
                 f"{_fmt(baseline.get('spearman'))} | {_fmt(baseline.get('mae'))} |"
             )
-        if jpeg_reader:  # its own row: the same held-out images, unsaved
+        if jpeg_reader:  # its own rows: the same held-out images, unsaved and saved
             read = jpeg_reader.get("metrics", {})
             lines.append(
                 f"| its reader of JPEG files | {_fmt(read.get('pearson'))} | "
                 f"{_fmt(read.get('spearman'))} | {_fmt(read.get('mae'))} |"
             )
+            saved = jpeg_reader.get("saved_metrics")
+            if saved:  # models trained before it was measured have none
+                lines.append(
+                    f"| its reader, copies saved as JPEG {jpeg_reader['saved_quality']} | "
+                    f"{_fmt(saved.get('pearson'))} | {_fmt(saved.get('spearman'))} | "
+                    f"{_fmt(saved.get('mae'))} |"
+                )
         start = info.training.get("init")
         if start:
             begun = start.get("start_metrics", {})

@@ -35,7 +35,13 @@ from .defaults import (
 )
 from .distortions import get_distortion
 from .errors import InvalidOption
-from .evaluation import EvaluationSet, evaluation_report, magnitude_grid, render_evaluation_set
+from .evaluation import (
+    EvaluationSet,
+    evaluation_report,
+    jpeg_reader_report,
+    magnitude_grid,
+    render_evaluation_set,
+)
 from .images import ImageFile, ImageLoadError, ImageSource
 from .model import BACKBONES, QualityBranch, get_backbone, pick_device
 from .pairs import Augmentation, GroupedBatch, GroupedBatches
@@ -569,7 +575,7 @@ def train_pretext_model(
         deadline = None if config.max_seconds is None else started + config.max_seconds
         second_progress = _share_of(progress, 1, readers)
         model.jpeg_reader = _jpeg_file_reader(config, data, deadline, second_progress)
-        model.training["jpeg_file_reader"] = _reader_summary(model.jpeg_reader)
+        model.training["jpeg_file_reader"] = _reader_summary(model.jpeg_reader, data.held_out)
     if checkpoint_path:
         model.save(checkpoint_path)
     return model
@@ -620,15 +626,21 @@ def _jpeg_file_reader(
     return _calibrated_best(run, data, against_start=False)
 
 
-def _reader_summary(reader: PretextModel) -> dict:
-    """What the main model's training record says of its JPEG-file reader."""
+def _reader_summary(reader: PretextModel, held_out: EvaluationSet) -> dict:
+    """What the main model's training record says of its JPEG-file reader: its held-out
+    metrics on the unsaved copies (beside the first reader's), and on the same copies
+    saved as a JPEG at 95, as it reads a user's files (cross-fitted there: its stored
+    calibration was fitted on the unsaved copies of these images)."""
     training = reader.training
+    saved = jpeg_reader_report(reader, held_out, use_model_calibration=False)
     return {
         "steps": training.get("steps"),
         "best_step": training.get("best_step"),
         "stop_reason": training.get("stop_reason"),
         "seconds": training.get("seconds"),
         "metrics": reader.evaluation.get("metrics", {}),
+        "saved_quality": saved["saved_quality"],
+        "saved_metrics": saved["metrics"],
     }
 
 
