@@ -497,14 +497,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def test_sets(args: argparse.Namespace) -> list[tuple[int, list[str], list[str]]]:
+def wallpaper_photos() -> list[str]:
+    """The second test set (``fetch_wallpaper_photos.py``), fetched once into the cache."""
+    from fetch_wallpaper_photos import write_wallpaper_photos
+
+    return write_wallpaper_photos(os.path.join(CACHE, "wallpapers"))
+
+
+def folds_to_test(args: argparse.Namespace) -> list[tuple[int, list[str], list[str]]]:
     """(fold, test photos, training photos) for each fold the run tests."""
     photos, extra_train = default_photos()
     if args.photos == "wallpapers":
-        from fetch_wallpaper_photos import write_wallpaper_photos
-
-        wallpapers = write_wallpaper_photos(os.path.join(CACHE, "wallpapers"))
-        return [(0, wallpapers, photos + extra_train)]
+        return [(0, wallpaper_photos(), photos + extra_train)]
     return [
         (
             fold,
@@ -545,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     tasks = args.task_list
     families = [f for f in FAMILIES if args.damage == "all" or f.task in tasks]
-    sets = test_sets(args)
+    sets = folds_to_test(args)
     # the benchmark's models are throwaway: keep their weights out of the user's folder
     models = tempfile.mkdtemp(prefix="sq-native-models-")
     os.environ["SIAMESE_QUALITY_MODELS_DIR"] = models

@@ -59,6 +59,7 @@ from native_quality import (  # noqa: E402
     default_photos,
     load_rgb,
     score_fold,
+    wallpaper_photos,
 )
 from tables import print_table  # noqa: E402
 
@@ -305,13 +306,10 @@ def file_row(label: str, fold: int, seed: int, r: dict) -> dict:
     }
 
 
-def tilt_test_sets(args, photos, extra_train, tested_only) -> list[tuple]:
+def tilt_folds_to_test(args, photos, extra_train, tested_only) -> list[tuple]:
     """(fold, test photos, training photos) for each fold the run tests."""
     if args.photos == "wallpapers":
-        from fetch_wallpaper_photos import write_wallpaper_photos
-
-        wallpapers = write_wallpaper_photos(os.path.join(CACHE, "wallpapers"))
-        return [(0, wallpapers, photos + extra_train + tested_only)]
+        return [(0, wallpaper_photos(), photos + extra_train + tested_only)]
     return [
         (
             fold,
@@ -329,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     tested_only = opencv_photos()
     models = tempfile.mkdtemp(prefix="sq-tilt-models-")
     os.environ["SIAMESE_QUALITY_MODELS_DIR"] = models
-    sets = tilt_test_sets(args, photos, extra_train, tested_only)
+    sets = tilt_folds_to_test(args, photos, extra_train, tested_only)
     tested = sum(len(test) for _, test, _ in sets)
     print(f"{args.photos}: {tested} photos tested in {len(sets)} folds; {args.max_seconds:.0f} s")
     rows, files = [], []

@@ -204,15 +204,18 @@ def evaluate_model(
 
 
 def jpeg_reader_report(
-    reader: PretextModel, evaluation: EvaluationSet, use_model_calibration: bool
+    reader: PretextModel,
+    evaluation: EvaluationSet,
+    use_model_calibration: bool,
+    include_baseline: bool = True,
 ) -> dict:
     """A model's reader of JPEG files (``PretextModel.jpeg_reader``) measured on what it
     reads: the evaluation's copies saved as a JPEG at :data:`JPEG_FILE_QUALITY`, with the
-    classical baseline on the same saved copies."""
+    classical baseline on the same saved copies (``include_baseline``)."""
     saved = saved_as_jpeg(evaluation, JPEG_FILE_QUALITY)
     scores = branch_scores(reader.branch, saved.images, reader.view).numpy().astype(np.float64)
     calibration = reader.calibration if use_model_calibration else None
     return {
         "saved_quality": JPEG_FILE_QUALITY,
-        **evaluation_report(scores, saved, reader.task, calibration),
+        **evaluation_report(scores, saved, reader.task, calibration, include_baseline),
     }

@@ -632,7 +632,9 @@ def _reader_summary(reader: PretextModel, held_out: EvaluationSet) -> dict:
     saved as a JPEG at 95, as it reads a user's files (cross-fitted there: its stored
     calibration was fitted on the unsaved copies of these images)."""
     training = reader.training
-    saved = jpeg_reader_report(reader, held_out, use_model_calibration=False)
+    saved = jpeg_reader_report(
+        reader, held_out, use_model_calibration=False, include_baseline=False
+    )
     return {
         "steps": training.get("steps"),
         "best_step": training.get("best_step"),
