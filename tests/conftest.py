@@ -128,7 +128,8 @@ TINY_TRAINING = {
 
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory) -> dict[str, str]:
-    """Exported model files (blur, rotation), trained for a few steps on generated images.
+    """Exported model files (blur, rotation, contrast), trained for a few steps on
+    generated images.
 
     Quality does not matter here: these tests check plumbing, and importing a file
     is much faster than training per test. The rotation file is a trained one
@@ -140,7 +141,7 @@ def tiny_model_files(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("models")
     images = [dead_leaves_image(100 + i, (120, 96)) for i in range(6)]
     files = {}
-    for task in ("blur", "rotation"):
+    for task in ("blur", "rotation", "contrast"):
         backbone = "orientation" if task == "rotation" else None
         config = TrainingConfig(task=task, backbone=backbone, **TINY_TRAINING)
         model = train_pretext_model(images, config)

@@ -10,9 +10,10 @@ from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import runs
+from siamese_quality.core.distortions import get_distortion
 from siamese_quality.core.images import REDUCED_DECODE_SHORT_SIDE, ImageFile
 from siamese_quality.core.pretext_model import ModelFileError, PretextModel
-from siamese_quality.core.views import ALIGN, PatchView, patch_structure
+from siamese_quality.core.views import ALIGN, PatchView, WholeView, patch_structure, view_for
 
 
 @pytest.mark.parametrize("height, width", [(768, 1024), (1024, 640), (300, 451), (4000, 6000)])
@@ -76,10 +77,13 @@ def test_several_models_give_exactly_the_values_each_gives_alone(
     assert min(Image.open(mixed_files[0]).size) >= 2 * REDUCED_DECODE_SHORT_SIDE
     sq.import_model(dataset, tiny_model_files["blur"], key="blur")
     sq.import_model(dataset, tiny_model_files["rotation"], key="rotation")
-    sq.score(dataset, key=["blur", "rotation"], field=["b_both", "r_both"], progress=False)
-    sq.score(dataset, key="blur", field="b_alone", progress=False)
-    sq.score(dataset, key="rotation", field="r_alone", progress=False)
-    for both, alone in (("b_both", "b_alone"), ("r_both", "r_alone")):
+    # contrast reads the stored levels (the native decode), rotation a reduced one
+    sq.import_model(dataset, tiny_model_files["contrast"], key="contrast")
+    keys, fields = ["blur", "rotation", "contrast"], ["b_both", "r_both", "c_both"]
+    sq.score(dataset, key=keys, field=fields, progress=False)
+    for key, field in zip(keys, ("b_alone", "r_alone", "c_alone"), strict=True):
+        sq.score(dataset, key=key, field=field, progress=False)
+    for both, alone in (("b_both", "b_alone"), ("r_both", "r_alone"), ("c_both", "c_alone")):
         for suffix in ("", "_raw"):
             assert dataset.values(both + suffix) == dataset.values(alone + suffix), both
     assert dataset.values("b_both_patches") == dataset.values("b_alone_patches")
@@ -87,6 +91,29 @@ def test_several_models_give_exactly_the_values_each_gives_alone(
     model = sq.load_model(dataset, "rotation")
     _, raw = model.score_images(dataset.values("filepath"))
     assert np.allclose(raw, dataset.values("r_alone_raw"), atol=1e-6)
+
+
+def test_tone_readers_see_the_stored_levels_of_the_whole_frame(tmp_path):
+    # a grey scene whose only highlights are white specks of one pixel at its sides,
+    # outside the centre square: a resize would average them into the grey
+    rng = np.random.default_rng(0)
+    pixels = np.clip(rng.normal(100, 5, (300, 900, 3)), 0, 255).astype(np.uint8)
+    for side in (slice(0, 150), slice(750, 900)):
+        pixels[::3, side][:, ::3] = 255
+    path = str(tmp_path / "specks.png")
+    Image.fromarray(pixels).save(path)
+    white_share = float((pixels.min(axis=2) == 255).mean())
+    for task in ("brightness", "contrast"):
+        view = view_for(get_distortion(task), 128, 16)
+        assert view.stored_levels and view.reads_native
+        seen = view.prepare(ImageFile(path))[0]
+        assert seen.shape == (3, 128, 128)
+        assert float((seen.amin(dim=0) == 255).float().mean()) == pytest.approx(
+            white_share, abs=0.01
+        )
+    # the resized centre square that other whole views read holds no white at all
+    resized = WholeView(resolution=128).prepare(ImageFile(path))[0]
+    assert int(resized.max()) < 200
 
 
 def test_training_roles_are_disjoint_and_only_held_out_images_report(dataset_factory, tmp_path):

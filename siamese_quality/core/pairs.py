@@ -121,6 +121,8 @@ class Augmentation:
     def for_distortion(cls, distortion: Distortion, **overrides) -> Augmentation:
         invariances = distortion.invariances
         options = {name: name in invariances for name in ("turns", "channels", "tone", "noise")}
+        if distortion.reads_stored_levels:
+            options["max_scale"] = 1.0  # a resize would average the levels the view keeps
         options.update(overrides)
         return cls(**options)
 

@@ -266,6 +266,8 @@ def _training_source(
     if isinstance(view, PatchView):
         native = image.native_tensor()
         return [view.random_tile(native, rng) for _ in range(tiles)]
+    if view.stored_levels:
+        return [view.source(image, augmentation.source_short_side(view))]
     return [image.whole(augmentation.source_short_side(view))]
 
 
@@ -291,7 +293,7 @@ def prepare_training_data(
     for index in order:
         image = ImageFile(images[index])
         try:
-            image.native_tensor() if isinstance(view, PatchView) else image.reduced()
+            image.native_tensor() if view.reads_native else image.reduced()
         except ImageLoadError as e:
             skipped.append({"index": int(index), "kind": e.kind, "message": str(e)})
             continue

@@ -4,8 +4,10 @@ Training, checkpoint choice, calibration, evaluation and scoring (one model or
 several) all prepare images here, so a magnitude means the same thing in each.
 
 - :class:`WholeView`, for *global* distortions (brightness, contrast, tilt): the whole
-  image, shorter side resized to the working resolution, centre square. Magnitudes are
-  whole-image quantities, the same at any size.
+  image, shorter side resized to the working resolution, centre square; or, for
+  readers of the tones alone (brightness, contrast), a sample of the stored pixels from
+  every part of the image (``stored_levels``), whose levels a resize would average.
+  Magnitudes are whole-image quantities, the same at any size.
 - :class:`PatchView`, for *local* distortions (blur, noise, JPEG, pixelation):
   ``count`` squares of ``size`` px at the image's own resolution, spread over the whole
   image on a grid whose corners sit on multiples of 16 px (JPEG's block grid).
@@ -88,11 +90,16 @@ class WholeView:
         supersample: distortions are rendered at this multiple of ``resolution`` and
             area-reduced (rotation: resampling leaves no trace); scoring reduces the same way
         crop: the centre fraction the branch sees (rotation: no empty corners)
+        stored_levels: the source is ``resolution`` x ``resolution`` of the stored pixels,
+            the pixel nearest each cell's centre over the whole image
+            (``ImageFile.level_sample``), not a resize: the darkest and brightest tones
+            stay as stored, for readers of the levels alone, which need no geometry
     """
 
     resolution: int
     supersample: int = 1
     crop: float = 1.0
+    stored_levels: bool = False
     kind = "whole"
     spectral_blur = 0  # needs the stored image's pixels: patch views only
     encoded_quality = False  # a quality of compression: patch views only
@@ -110,9 +117,18 @@ class WholeView:
         """What decides the pixels a branch sees: every field of a whole view."""
         return self
 
-    def source(self, image: ImageFile) -> torch.Tensor:
-        """The square a distortion is applied to: uint8 (3, S, S), ``S = source_size``."""
-        return center_crop(image.whole(self.source_size), self.source_size)
+    @property
+    def reads_native(self) -> bool:
+        """Whether the view reads the image's native decode (else the reduced one)."""
+        return self.stored_levels
+
+    def source(self, image: ImageFile, size: int | None = None) -> torch.Tensor:
+        """The square a distortion is applied to: uint8 (3, S, S), ``S = source_size``
+        (or ``size``: training keeps larger sources to crop from)."""
+        size = size or self.source_size
+        if self.stored_levels:
+            return image.level_sample(size)
+        return center_crop(image.whole(size), size)
 
     def finish(self, rendered: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """A (possibly distorted) source square -> what the branch sees (3, r, r).
@@ -190,6 +206,11 @@ class PatchView:
         return replace(
             self, quantile=0.5, min_structure=0.0, spectral_blur=0, encoded_quality=False
         )
+
+    @property
+    def reads_native(self) -> bool:
+        """Whether the view reads the image's native decode: patches always do."""
+        return True
 
     @property
     def tile_size(self) -> int:
@@ -355,6 +376,7 @@ def view_for(distortion: Distortion, working_resolution: int, patch_count: int) 
         resolution=working_resolution,
         supersample=distortion.supersample,
         crop=distortion.input_crop,
+        stored_levels=distortion.reads_stored_levels,
     )
 
 
