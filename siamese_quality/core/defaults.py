@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # reading the manifest needs no torch (the App's forms read i
 # from 7
 # 9: noise reads JPEG files with a second reader, trained with half its copies saved as
 # a JPEG (PretextModel.jpeg_reader), retrained; the other six carried over from 8
-DEFAULT_MODELS_VERSION = "9"
+# 10: brightness and contrast read a sample of the stored pixels from the whole frame
+# (their view's "stored_levels"), retrained; the other five carried over from 9
+DEFAULT_MODELS_VERSION = "10"
 DEFAULT_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "default_models")
 
 

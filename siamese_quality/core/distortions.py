@@ -833,7 +833,7 @@ register_distortion(
         # reach from the mean grey (model.TonalReachStartNet): on photos as stored 0.917
         # where the MLP head over the same tails read 0.880 (benchmarks/RESULTS.md). It
         # reads the stored pixels of the whole image, where the darkest and brightest
-        # tones are: from a 256-px resize it ranked contrast at 0.918, from them 0.937.
+        # tones are: from a 256-px resize it ranked contrast at 0.918, from them 0.929.
         reads_stored_levels=True,
         training_defaults={
             "backbone": "tonal_reach",

@@ -90,10 +90,10 @@ class WholeView:
         supersample: distortions are rendered at this multiple of ``resolution`` and
             area-reduced (rotation: resampling leaves no trace); scoring reduces the same way
         crop: the centre fraction the branch sees (rotation: no empty corners)
-        stored_levels: the source is ``resolution`` x ``resolution`` of the stored pixels,
-            the pixel nearest each cell's centre over the whole image
-            (``ImageFile.level_sample``), not a resize: the darkest and brightest tones
-            stay as stored, for readers of the levels alone, which need no geometry
+        stored_levels: the source is ``resolution`` x ``resolution`` of the stored levels
+            from every part of the image (``ImageFile.level_sample``: the median of the
+            3 x 3 pixels at each cell's centre), not a resize: the darkest and brightest
+            tones stay as stored, for readers of the levels alone, which need no geometry
     """
 
     resolution: int
