@@ -11,7 +11,7 @@ from PIL import Image
 import siamese_quality as sq
 from siamese_quality import runs
 from siamese_quality.core.distortions import get_distortion
-from siamese_quality.core.images import REDUCED_DECODE_SHORT_SIDE, ImageFile
+from siamese_quality.core.images import REDUCED_DECODE_SHORT_SIDE, ImageFile, sample_levels
 from siamese_quality.core.pretext_model import ModelFileError, PretextModel
 from siamese_quality.core.views import ALIGN, PatchView, WholeView, patch_structure, view_for
 
@@ -121,6 +121,17 @@ def test_tone_readers_see_the_stored_levels_of_the_whole_frame(tmp_path):
     # the resized centre square that other whole views read holds no white at all
     resized = WholeView(resolution=128).prepare(ImageFile(path))[0]
     assert int(resized.max()) < 200
+
+
+def test_the_level_sample_is_the_median_of_each_three_by_three_block():
+    pixels = torch.from_numpy(dead_leaves_image(6, (130, 97))).permute(2, 0, 1)
+    noisy = (pixels.float() + 40 * torch.randn(pixels.shape)).clamp(0, 255).to(torch.uint8)
+    size = 24
+    rows = ((torch.arange(size) + 0.5) * 97 / size).long().clamp(1, 95)
+    columns = ((torch.arange(size) + 0.5) * 130 / size).long().clamp(1, 128)
+    blocks = [noisy[:, rows + dy][:, :, columns + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    expected = torch.stack(blocks).median(dim=0).values
+    assert torch.equal(sample_levels(noisy, size), expected)
 
 
 def test_training_roles_are_disjoint_and_only_held_out_images_report(dataset_factory, tmp_path):

@@ -127,12 +127,31 @@ def sample_levels(pixels: torch.Tensor, size: int) -> torch.Tensor:
     contrast followed added noise at |Spearman| 0.49, from the medians 0.29).
     """
     height, width = pixels.shape[-2:]
+    offsets = torch.tensor([-1, 0, 1])
     rows = ((torch.arange(size) + 0.5) * height / size).long().clamp(1, height - 2)
     columns = ((torch.arange(size) + 0.5) * width / size).long().clamp(1, width - 2)
-    neighbours = [
-        pixels[:, rows + dy][:, :, columns + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-    ]
-    return torch.stack(neighbours).median(dim=0).values
+    rows, columns = (rows[:, None] + offsets).flatten(), (columns[:, None] + offsets).flatten()
+    # rows, then columns, of the channels-last pixels a decode gives: (3 size, 3 size, C)
+    blocks = pixels.permute(1, 2, 0)[rows][:, columns]
+    blocks = blocks.reshape(size, 3, size, 3, -1).permute(1, 3, 4, 0, 2).reshape(9, -1, size, size)
+    return _median_of_nine(list(blocks))
+
+
+# Devillard's 19 exchanges that leave the median of nine values in the middle: several
+# times faster than torch.median over a last dimension of 9
+_MEDIAN_OF_NINE = (
+    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+    (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+)  # fmt: skip
+
+
+def _median_of_nine(values: list[torch.Tensor]) -> torch.Tensor:
+    for low, high in _MEDIAN_OF_NINE:
+        values[low], values[high] = (
+            torch.minimum(values[low], values[high]),
+            torch.maximum(values[low], values[high]),
+        )
+    return values[4]
 
 
 def _name(source: ImageSource) -> str:
