@@ -26,12 +26,13 @@ import cv2
 import fiftyone as fo
 import numpy as np
 import pytest
-from conftest import unique_name
+from conftest import TINY_TRAINING, dead_leaves_image, unique_name
 from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import actions, runs
 from siamese_quality.app.panel import PANEL_NAME
+from siamese_quality.core.training import TrainingConfig, train_pretext_model
 from siamese_quality.demo import SKIMAGE_GRAYSCALE_PHOTOS, write_skimage_photos
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -726,3 +727,44 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
         assert page.get_by_text("trained on copies saved as JPEGs").count()
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def noise_model_file(tmp_path_factory) -> str:
+    """A noise model trained for a few steps: it holds a reader of JPEG files, measured on
+    held-out copies saved as JPEG 95 (the bundled one predates that record)."""
+    images = [dead_leaves_image(400 + i, (120, 96)) for i in range(6)]
+    model = train_pretext_model(images, TrainingConfig(task="noise", **TINY_TRAINING))
+    path = str(tmp_path_factory.mktemp("models") / "noise.pt")
+    model.save(path)
+    return path
+
+
+def test_a_noise_models_reader_of_jpeg_files_shows_in_the_panel_and_its_evaluation(
+    chromium, app_server, noise_model_file, tmp_path
+):
+    """The panel's summary row of the JPEG-file reader on saved copies, and the evaluate
+    operator's output for that reader, as the App draws them."""
+    dataset = _dataset_with_the_panel(
+        unique_name("sq-browser-noise"), write_skimage_photos(str(tmp_path))[:4]
+    )
+    context, page = _new_page(chromium)
+    try:
+        sq.import_model(dataset, noise_model_file, key="noise")
+        sq.score(dataset, key="noise", progress=False)
+        reader = sq.model_info(dataset, "noise").training["jpeg_file_reader"]
+        app = App(page, dataset).goto(app_server)
+        row = page.locator("tr", has_text="its reader, copies saved as JPEG 95")
+        row.first.wait_for(timeout=60000)
+        assert f"{reader['saved_metrics']['spearman']:.3f}" in row.first.inner_text()
+
+        app.open_operator("evaluate model")
+        modal = page.locator('[data-cy="operators-prompt-modal"]')
+        page.wait_for_timeout(1000)  # the form resolves its inputs
+        modal.get_by_role("button", name="Execute", exact=True).click()
+        label = "Its reader of JPEG files, on the copies saved as JPEG 95"
+        page.get_by_text(label).first.wait_for(timeout=120000)
+        assert page.get_by_text("Classical baseline").count()
+    finally:
+        context.close()
+        fo.delete_dataset(dataset.name)
