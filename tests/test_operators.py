@@ -104,7 +104,9 @@ def test_forms_show_the_expected_duration(image_dataset, tiny_model_files):
 def test_quality_actions_offer_a_minimum_confidence_where_the_model_tells_one(image_dataset):
     sq.assess(image_dataset, tasks=["rotation"], progress=False)
     for name in ("sort_by_quality", "filter_by_quality", "tag_by_quality"):
-        assert "min_confidence" in form_json(image_dataset, name, {"field": "rotation"})
+        form = resolved_form(name, image_dataset, {"field": "rotation"})
+        # it starts where the tilt is read surely; 0 keeps every sample
+        assert form["type"]["properties"]["min_confidence"]["default"] == 0.5
         assert "min_confidence" not in form_json(image_dataset, name, {"field": "rotation_raw"})
     unsure = {"field": "rotation", "min_confidence": 2.0}
     assert "between 0 and 1" in form_errors("filter_by_quality", image_dataset, unsure)

@@ -183,10 +183,19 @@ def test_a_model_that_tells_its_confidence_gets_a_slider_the_actions_follow(imag
     image_dataset.set_values("rotation_confidence", [0.9, 0.8, 0.7, 0.6, 0.1, 0.9] * 2)
     out = _call(image_dataset, "on_load")
     assert out["state"]["sure"] and "min_confidence" in json.dumps(out["render"])
-    state = {**out["state"], "min_confidence": 0.5}
+    # the actions start among the samples read surely: the App stores the slider's
+    # default in the state (tests/browser checks that), so a user's first "worst first"
+    # keeps to them
+    (slider,) = _rendered_property(out["render"], "min_confidence")
+    assert slider["default"] == 0.5
+    state = {**out["state"], "min_confidence": slider["default"]}
     shown = _set_view_of(image_dataset, _call(image_dataset, "worst_first", state))
     assert shown.values("rotation")[:2] == [-9.0, 7.0]  # 12 was read unsure
     assert shown.count() == 10
+    # the slider at 0 keeps every sample
+    every = {**state, "min_confidence": 0.0}
+    shown = _set_view_of(image_dataset, _call(image_dataset, "worst_first", every))
+    assert shown.values("rotation")[0] == 12.0 and shown.count() == 12
     tagged = _call(image_dataset, "tag_beyond", {**state, "threshold": 5.0})
     (note,) = [t for t in tagged["triggers"] if t["operator_uri"].endswith("notify")]
     assert "Tagged 3 samples" in note["params"]["message"]  # of -9, 12, -6, 7: not 12
@@ -298,6 +307,21 @@ def test_an_event_sends_one_state_patch_of_what_changed_then_its_layout(scored_d
     (patch,) = moved["patches"]
     assert patch["distribution"] is None and "model" not in patch  # unchanged: not sent
     assert moved["sent"].count("patch_panel_data") == 1  # both of its charts at once
+
+
+def _rendered_property(render, name: str) -> list[dict]:
+    """Every property called ``name`` in a rendered panel (its JSON, any depth)."""
+    found = []
+    if isinstance(render, dict):
+        properties = render.get("properties")
+        if isinstance(properties, dict) and name in properties:
+            found.append(properties[name])
+        for value in render.values():
+            found += _rendered_property(value, name)
+    elif isinstance(render, list):
+        for value in render:
+            found += _rendered_property(value, name)
+    return found
 
 
 def _shown(dataset, out) -> fo.DatasetView:

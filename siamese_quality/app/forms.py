@@ -179,13 +179,16 @@ def confidence_input(ctx, inputs, field: str) -> None:
 
     if ctx.dataset is None or not ctx.dataset.has_field(confidence_field(field)):
         return
+    from siamese_quality.core.tilt import LINES_SURE
+
     prop = inputs.float(
         "min_confidence",
+        default=LINES_SURE,
         min=0.0,
         max=1.0,
-        label="Only samples read with confidence at least (optional, 0-1)",
-        description=f"From {confidence_field(field)!r}. Rotation: 0.5 keeps the photos whose "
-        "long lines agree on a tilt (right within 3 degrees on 85 % of the benchmark's "
-        "photos with an upright); a tilt read off a texture or the sky is arbitrary",
+        label="Only samples read with confidence at least (0: all, 0-1)",
+        description=f"From {confidence_field(field)!r}. Rotation: {LINES_SURE:g} keeps the "
+        "photos whose long lines agree on a tilt (right within 3 degrees on 85 % of the "
+        "benchmark's photos with an upright); a tilt read off a texture or the sky is arbitrary",
     )
     check(prop, check_min_confidence, ctx.dataset, field, ctx.params.get("min_confidence"))

@@ -786,16 +786,19 @@ class QualityPanel(foo.Panel):
             ),
         )
         if ctx.panel.state.sure:
+            from siamese_quality.core.tilt import LINES_SURE
             from siamese_quality.registry import confidence_field
 
             sure_field = confidence_field(ctx.panel.state.field)
+            # the App stores the default in the state: the actions start among the samples
+            # read surely (a texture's tilt is arbitrary and would lead "worst first")
             panel.float(
                 "min_confidence",
-                default=0.0,
+                default=LINES_SURE,
                 min=0.0,
                 max=1.0,
                 label=f"Only samples read with {sure_field} at least "
-                "(0: all; 0.5 keeps tilts read off long lines that agree)",
+                f"(0: all; {LINES_SURE:g}, the start, keeps tilts read off long lines that agree)",
                 view=types.SliderView(
                     label_position="top",
                     value_precision=2,

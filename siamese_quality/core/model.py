@@ -596,9 +596,6 @@ class LineTiltNet(nn.Module):
 # benchmark does not test on. The reading's scale falls with the share of edges off the
 # two axes, so it leans toward level in a photo with little straight structure.
 EDGE_READING_DEGREES = 0.65
-# the lines' tilt is taken where they are at least this sure (the confidence written to
-# ``rotation_confidence``; RESULTS.md's "confident")
-LINES_SURE = 0.5
 
 
 class LinesOrEdgesNet(nn.Module):
@@ -622,6 +619,8 @@ class LinesOrEdgesNet(nn.Module):
 
     def readings(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) 0-255 levels -> (N, 2): tilt in degrees, the lines' confidence."""
+        from .tilt import LINES_SURE
+
         lines = self.lines.readings(x)
         tilt = lines[:, 0].clone()
         unsure = lines[:, 1] < LINES_SURE  # only these need the edges' reading

@@ -28,6 +28,9 @@ VOTE_SMOOTHING_DEGREES = 1.5
 AGREEMENT_DEGREES = 3.0
 # agreeing lines this long in all (in diagonals of the image) make the share count ~63 %
 SUPPORT_DIAGONALS = 0.3
+# the lines' tilt is taken where they are at least this sure (the confidence written to
+# ``rotation_confidence``; RESULTS.md's "confident"), and the App's actions start there
+LINES_SURE = 0.5
 _GRID = np.arange(-45.0, 45.0, 0.5)
 _DETECTOR = None
 
@@ -95,4 +98,4 @@ def _read_tilt_of(pixels: bytes, shape: tuple[int, ...]) -> tuple[float, float]:
     return tilt_from_lines(angles, lengths, float(np.hypot(*shape[:2])))
 
 
-__all__ = ["line_segments", "read_tilt", "tilt_from_lines"]
+__all__ = ["LINES_SURE", "line_segments", "read_tilt", "tilt_from_lines"]

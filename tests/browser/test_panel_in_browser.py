@@ -720,6 +720,10 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
         label = "Only samples read with rotation_confidence"
         page.get_by_text(label).first.wait_for(timeout=30000)
         assert app.slider(label).bounding_box()["width"] > 300
+        # it starts among the tilts read surely, and the actions use it from the start
+        assert app.slider_value(label) == 0.5
+        app.click("Worst first")
+        app.wait_for_grid_line("worst first by rotation, read with confidence ≥ 0.5")
         # the noise model's summary shows its reader of JPEG files beside the first
         page.locator("[role=combobox]", has_text=re.compile("^rotation$")).first.click()
         page.locator("[role=option]", has_text=re.compile("^noise$")).first.click()
