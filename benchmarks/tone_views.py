@@ -40,7 +40,12 @@ sys.path.insert(0, HERE)
 from tables import print_table  # noqa: E402
 
 from siamese_quality.core.degradations import get_family, jpeg_bytes  # noqa: E402
-from siamese_quality.core.images import center_crop, resize_short_side, sample_levels  # noqa: E402
+from siamese_quality.core.images import (  # noqa: E402
+    center_crop,
+    grid_centres,
+    resize_short_side,
+    sample_levels,
+)
 from siamese_quality.core.model import ExposureLevelsNet, TonalReachStartNet  # noqa: E402
 
 # reader -> (its front end, working resolution, its own families, noise it should not read)
@@ -57,9 +62,7 @@ def view_pixels(pixels: torch.Tensor, view: str, size: int) -> torch.Tensor:
         return center_crop(resize_short_side(pixels, size), size)
     if view == "stored pixels":
         height, width = pixels.shape[-2:]
-        rows = ((torch.arange(size) + 0.5) * height / size).long()
-        columns = ((torch.arange(size) + 0.5) * width / size).long()
-        return pixels[:, rows][:, :, columns]
+        return pixels[:, grid_centres(height, size)][:, :, grid_centres(width, size)]
     return sample_levels(pixels, size)
 
 

@@ -150,6 +150,20 @@ def tiny_model_files(tmp_path_factory) -> dict[str, str]:
     return files
 
 
+@pytest.fixture(scope="session")
+def noise_model_and_progress():
+    """A noise model trained for a few steps, with its reader of JPEG files (measured on
+    held-out copies saved as JPEG 95, which the bundled one predates), and the progress
+    fractions its training reported."""
+    from siamese_quality.core.training import TrainingConfig, train_pretext_model
+
+    images = [dead_leaves_image(400 + i, (120, 96)) for i in range(6)]
+    fractions: list[float] = []
+    config = TrainingConfig(task="noise", **TINY_TRAINING)
+    model = train_pretext_model(images, config, lambda r: fractions.append(r["fraction"]))
+    return model, fractions
+
+
 @pytest.fixture
 def image_dataset(dataset_factory, tmp_path):
     """A dataset of 12 generated images (files on disk)."""

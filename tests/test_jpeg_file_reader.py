@@ -20,16 +20,6 @@ from PIL import Image
 import siamese_quality as sq
 from siamese_quality.core.images import ImageFile
 from siamese_quality.core.pretext_model import PretextModel
-from siamese_quality.core.training import TrainingConfig, train_pretext_model
-
-
-@pytest.fixture(scope="module")
-def noise_model_and_progress() -> tuple[PretextModel, list[float]]:
-    images = [dead_leaves_image(400 + i, (120, 96)) for i in range(6)]
-    fractions: list[float] = []
-    config = TrainingConfig(task="noise", **TINY_TRAINING)
-    model = train_pretext_model(images, config, lambda r: fractions.append(r["fraction"]))
-    return model, fractions
 
 
 def _noisy(seed: int, sigma: float) -> np.ndarray:

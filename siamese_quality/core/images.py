@@ -118,6 +118,11 @@ def resize_short_side(pixels: torch.Tensor, short_side: int) -> torch.Tensor:
     return tvf.resize(pixels, size, interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
 
 
+def grid_centres(length: int, size: int) -> torch.Tensor:
+    """The index of the centre of each of ``size`` equal cells along ``length`` pixels."""
+    return ((torch.arange(size) + 0.5) * length / size).long()
+
+
 def sample_levels(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """The median of the 3 x 3 stored pixels at the centre of each cell of a ``size`` x
     ``size`` grid over a (3, H, W) image (H, W >= 3): uint8 (3, size, size).
@@ -128,8 +133,9 @@ def sample_levels(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """
     height, width = pixels.shape[-2:]
     offsets = torch.tensor([-1, 0, 1])
-    rows = ((torch.arange(size) + 0.5) * height / size).long().clamp(1, height - 2)
-    columns = ((torch.arange(size) + 0.5) * width / size).long().clamp(1, width - 2)
+    # a block's centre one pixel in from the border, so that all 9 pixels exist
+    rows = grid_centres(height, size).clamp(1, height - 2)
+    columns = grid_centres(width, size).clamp(1, width - 2)
     rows, columns = (rows[:, None] + offsets).flatten(), (columns[:, None] + offsets).flatten()
     # rows, then columns, of the channels-last pixels a decode gives: (3 size, 3 size, C)
     blocks = pixels.permute(1, 2, 0)[rows][:, columns]

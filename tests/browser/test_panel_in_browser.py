@@ -26,13 +26,12 @@ import cv2
 import fiftyone as fo
 import numpy as np
 import pytest
-from conftest import TINY_TRAINING, dead_leaves_image, unique_name
+from conftest import unique_name
 from PIL import Image
 
 import siamese_quality as sq
 from siamese_quality import actions, runs
 from siamese_quality.app.panel import PANEL_NAME
-from siamese_quality.core.training import TrainingConfig, train_pretext_model
 from siamese_quality.demo import SKIMAGE_GRAYSCALE_PHOTOS, write_skimage_photos
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -734,13 +733,11 @@ def test_a_dataset_nothing_scored_is_assessed_by_the_panels_first_action(
 
 
 @pytest.fixture(scope="module")
-def noise_model_file(tmp_path_factory) -> str:
-    """A noise model trained for a few steps: it holds a reader of JPEG files, measured on
-    held-out copies saved as JPEG 95 (the bundled one predates that record)."""
-    images = [dead_leaves_image(400 + i, (120, 96)) for i in range(6)]
-    model = train_pretext_model(images, TrainingConfig(task="noise", **TINY_TRAINING))
+def noise_model_file(noise_model_and_progress, tmp_path_factory) -> str:
+    """conftest's tiny noise model as a file: it holds a reader of JPEG files, measured
+    on held-out copies saved as JPEG 95 (the bundled one predates that record)."""
     path = str(tmp_path_factory.mktemp("models") / "noise.pt")
-    model.save(path)
+    noise_model_and_progress[0].save(path)
     return path
 
 
